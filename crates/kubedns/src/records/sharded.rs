@@ -1,0 +1,53 @@
+//! A map split into shards behind `Arc`s, so that a snapshot is cheap to clone and an update
+//! copies one shard, not the whole map.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+const SHARDS: usize = 64;
+
+/// A copy-on-write sharded hash map: `clone` copies 64 pointers; `get_mut` copies at most the one
+/// shard that a published snapshot still shares.
+#[derive(Clone, Debug)]
+pub struct ShardedMap<K, V> {
+    shards: Vec<Arc<HashMap<K, V>>>,
+}
+
+impl<K, V> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+fn shard_of<K: Hash>(key: &K) -> usize {
+    // SipHash with fixed keys: the shard of a key must not change between snapshots.
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
+    /// The value for `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.shards[shard_of(key)].get(key)
+    }
+
+    /// The shard holding `key`, unshared first if a snapshot shares it.
+    pub fn shard_mut(&mut self, key: &K) -> &mut HashMap<K, V> {
+        Arc::make_mut(&mut self.shards[shard_of(key)])
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+}

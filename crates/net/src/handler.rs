@@ -1,0 +1,37 @@
+//! The one seam between the network and DNS logic.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use hickory_proto::op::Message;
+
+/// The transport a request arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// DNS over UDP: responses are cut to the client's payload size.
+    Udp,
+    /// DNS over TCP: responses are sent whole.
+    Tcp,
+}
+
+/// A parsed, validated DNS request: exactly one question, opcode QUERY or NOTIFY, QR clear.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The decoded message as the client sent it.
+    pub message: Message,
+    /// Where it came from.
+    pub src: SocketAddr,
+    /// How it came.
+    pub protocol: Protocol,
+}
+
+/// Answers one request. Implemented by kubedns's zone and dnsmasq-rs's forwarder; tests call it
+/// directly without sockets.
+///
+/// The returned message is the complete response (ID, flags, question, sections, OPT). The server
+/// only fits it to the transport: on UDP it drops additional records and then answer records until
+/// the message fits the client's size, setting TC.
+pub trait Handler: Send + Sync + 'static {
+    /// Builds the response to `request`.
+    fn handle(&self, request: Request) -> impl Future<Output = Message> + Send;
+}

@@ -1,0 +1,33 @@
+//! DNS over UDP and TCP, written once for the pod's three binaries.
+//!
+//! Owns everything that touches hostile bytes: parse limits, FORMERR/NOTIMP for malformed or
+//! unsupported requests, truncation to the client's UDP payload size, TCP framing with idle
+//! timeouts and a connection cap, and graceful shutdown. DNS logic lives behind [`Handler`].
+//!
+//! - [`serve`] runs a [`Handler`] on a UDP socket and/or a TCP listener until a cancellation
+//!   token fires; [`bind`] binds both on one port. Limits are in [`ServerConfig`], counters in
+//!   [`ServerStats`].
+//! - [`exchange_udp`], [`exchange_tcp`] and [`exchange`] send one query and wait for the one
+//!   reply that matches it; [`query_message`] and [`with_edns`] build queries.
+//!
+//! What the server does with a request, in order:
+//!
+//! | Input                                               | Outcome                          |
+//! |-----------------------------------------------------|----------------------------------|
+//! | fewer than 12 bytes, QR=1, datagram over 4096 bytes | dropped (TCP: connection closed) |
+//! | opcode other than QUERY or NOTIFY                   | NOTIMP, question echoed if valid |
+//! | QDCOUNT ≠ 1, undecodable body, two OPT records      | FORMERR, no question section     |
+//! | QUERY with answer or authority records              | FORMERR                          |
+//! | EDNS version above 0                                | BADVERS, with OPT                |
+//! | anything else (any class; trailing bytes ignored)   | the handler                      |
+//!
+//! Responses to EDNS requests always carry an OPT; responses to plain requests never do.
+
+mod client;
+mod handler;
+mod server;
+mod wire;
+
+pub use client::{ClientError, exchange, exchange_tcp, exchange_udp, query_message, with_edns};
+pub use handler::{Handler, Protocol, Request};
+pub use server::{ServerConfig, ServerStats, bind, serve};

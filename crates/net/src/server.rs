@@ -1,0 +1,485 @@
+//! The DNS server loop: one UDP receive loop and one TCP accept loop around a [`Handler`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use crate::wire::{self, Fitted, Fitting, Verdict};
+use crate::{Handler, Protocol, Request};
+
+/// Largest datagram accepted. A datagram that fills the buffer plus one spare byte was cut by
+/// the kernel and is dropped rather than parsed.
+const UDP_RECV_BUF: usize = 4096;
+
+/// Pause after an accept or receive error, so a persistent one (out of file descriptors) does
+/// not spin a core.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Limits for [`serve`]. `Default` gives production values.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Cap on the UDP payload size a client may ask for with EDNS; also the size advertised in
+    /// the server's OPT. Responses to clients without EDNS are always cut at 512 bytes.
+    pub max_udp_payload: u16,
+    /// How long a TCP connection may sit idle, and the bound on receiving one whole framed
+    /// message (a client dribbling bytes is cut off when it expires). Also bounds each write.
+    pub tcp_idle_timeout: Duration,
+    /// Open TCP connections across all clients; further connections are closed on accept.
+    pub max_tcp_connections: usize,
+    /// Open TCP connections from one client IP address; further ones are closed on accept.
+    pub max_tcp_connections_per_ip: usize,
+    /// UDP requests whose handler did not finish on first poll and are still running. Beyond
+    /// this, new such requests are dropped and counted in [`ServerStats::overloaded`].
+    pub max_in_flight: usize,
+    /// After shutdown, how long in-flight requests and open TCP exchanges may take to finish.
+    pub shutdown_grace: Duration,
+    /// Counters the server updates; clone the `Arc` before calling [`serve`] to read them.
+    pub stats: Arc<ServerStats>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_udp_payload: 4096,
+            tcp_idle_timeout: Duration::from_secs(10),
+            max_tcp_connections: 1024,
+            max_tcp_connections_per_ip: 64,
+            max_in_flight: 10_000,
+            shutdown_grace: Duration::from_secs(5),
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// Counters kept by [`serve`], cheap to update from every task. Read them with
+/// `stats.field.load(Ordering::Relaxed)`; they only ever increase.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Valid requests handed to the handler over UDP.
+    pub udp_requests: AtomicU64,
+    /// Valid requests handed to the handler over TCP.
+    pub tcp_requests: AtomicU64,
+    /// Packets dropped without a reply: shorter than a header, a response sent as a query,
+    /// a datagram larger than the receive buffer, a TCP frame shorter than a header.
+    pub dropped: AtomicU64,
+    /// FORMERR replies to malformed requests.
+    pub formerr: AtomicU64,
+    /// NOTIMP replies to opcodes other than QUERY and NOTIFY.
+    pub notimp: AtomicU64,
+    /// BADVERS replies to EDNS versions above 0.
+    pub badvers: AtomicU64,
+    /// UDP requests dropped because `max_in_flight` requests were already being handled.
+    pub overloaded: AtomicU64,
+    /// UDP responses sent truncated, with TC set.
+    pub truncated: AtomicU64,
+    /// Responses replaced by SERVFAIL because they could not be encoded or exceeded 64 KiB.
+    pub servfail: AtomicU64,
+    /// TCP connections closed on accept because of the total or per-IP cap.
+    pub tcp_rejected: AtomicU64,
+    /// TCP connections closed because they were idle or too slow to send a message.
+    pub tcp_timeouts: AtomicU64,
+}
+
+impl ServerStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Binds UDP and TCP on the same address. With port 0 the kernel picks the UDP port and TCP
+/// follows it; if that TCP port is already taken, a few fresh pairs are tried.
+pub async fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    if addr.port() != 0 {
+        return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
+    }
+    let mut last_error = None;
+    for _ in 0..8 {
+        let udp = UdpSocket::bind(addr).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error) if error.kind() == io::ErrorKind::AddrInUse => last_error = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}
+
+/// Serves DNS on the given sockets until `shutdown` is cancelled.
+///
+/// Then it stops receiving and accepting, gives in-flight requests up to
+/// [`ServerConfig::shutdown_grace`] to finish, abandons the rest, and returns. Either socket may
+/// be `None` to serve only one transport.
+///
+/// Receive and accept errors are logged and retried, never fatal; an error is returned only if
+/// a socket cannot report its local address at start.
+pub async fn serve<H: Handler>(
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    handler: Arc<H>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    if let Some(udp) = &udp {
+        debug!(addr = %udp.local_addr()?, "serving DNS over UDP");
+    }
+    if let Some(tcp) = &tcp {
+        debug!(addr = %tcp.local_addr()?, "serving DNS over TCP");
+    }
+
+    let server = Arc::new(Server {
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        config,
+        handler,
+        tasks: TaskTracker::new(),
+        abandon: CancellationToken::new(),
+        connections: Arc::default(),
+        shutdown,
+    });
+
+    let udp_loop = async {
+        if let Some(udp) = udp {
+            server.clone().udp_loop(Arc::new(udp)).await;
+        }
+    };
+    let tcp_loop = async {
+        if let Some(tcp) = tcp {
+            server.clone().tcp_loop(tcp).await;
+        }
+    };
+    tokio::join!(udp_loop, tcp_loop);
+
+    server.tasks.close();
+    if timeout(server.config.shutdown_grace, server.tasks.wait())
+        .await
+        .is_err()
+    {
+        debug!(
+            remaining = server.tasks.len(),
+            "shutdown grace expired, abandoning requests"
+        );
+        server.abandon.cancel();
+    }
+    Ok(())
+}
+
+/// State shared by the loops and the tasks they spawn.
+struct Server<H> {
+    config: ServerConfig,
+    handler: Arc<H>,
+    /// Permits for UDP requests handled in their own task.
+    in_flight: Arc<Semaphore>,
+    /// Every spawned task, so shutdown can wait for them.
+    tasks: TaskTracker,
+    /// Cancelled when the shutdown grace expires; spawned tasks stop at their next await.
+    abandon: CancellationToken,
+    connections: Arc<Mutex<Connections>>,
+    shutdown: CancellationToken,
+}
+
+/// What happens to one incoming message.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned and matched at once, never stored; boxing would cost an allocation per query"
+)]
+enum Next {
+    /// Nothing goes back (junk, or a response sent as a query).
+    Nothing,
+    /// A reply the server wrote itself.
+    Send(Vec<u8>),
+    /// Ask the handler, then fit its answer.
+    Handle(Request, Fitting),
+}
+
+type BoxedResponse = Pin<Box<dyn Future<Output = Message> + Send>>;
+
+impl<H: Handler> Server<H> {
+    fn stats(&self) -> &ServerStats {
+        &self.config.stats
+    }
+
+    /// Vets `bytes` and decides what to do, counting as it goes.
+    fn next(&self, bytes: &[u8], src: SocketAddr, protocol: Protocol) -> Next {
+        let stats = self.stats();
+        match wire::vet(bytes, self.config.max_udp_payload) {
+            Verdict::Drop(reason) => {
+                debug!(%src, ?protocol, reason, "dropped request");
+                ServerStats::bump(&stats.dropped);
+                Next::Nothing
+            }
+            Verdict::Reject(reply) => {
+                let code = reply.metadata.response_code;
+                debug!(%src, ?protocol, %code, "rejected request");
+                ServerStats::bump(match code {
+                    ResponseCode::NotImp => &stats.notimp,
+                    ResponseCode::BADVERS => &stats.badvers,
+                    _ => &stats.formerr,
+                });
+                // Error replies are a header, maybe a question and an OPT: they fit in 512.
+                match reply.to_vec() {
+                    Ok(bytes) => Next::Send(bytes),
+                    Err(error) => {
+                        debug!(%src, %error, "could not encode rejection");
+                        Next::Nothing
+                    }
+                }
+            }
+            Verdict::Handle(message) => {
+                ServerStats::bump(match protocol {
+                    Protocol::Udp => &stats.udp_requests,
+                    Protocol::Tcp => &stats.tcp_requests,
+                });
+                let fitting = Fitting::new(&message, protocol, self.config.max_udp_payload);
+                let request = Request {
+                    message,
+                    src,
+                    protocol,
+                };
+                Next::Handle(request, fitting)
+            }
+        }
+    }
+
+    /// Fits the handler's response to the request's transport, counting what was done to it.
+    fn fit(&self, fitting: &Fitting, response: Message) -> Option<Vec<u8>> {
+        let fitted = fitting.fit(response);
+        match &fitted {
+            Some(Fitted::Truncated(_)) => ServerStats::bump(&self.stats().truncated),
+            Some(Fitted::ServFail(_)) => ServerStats::bump(&self.stats().servfail),
+            Some(Fitted::Whole(_)) | None => {}
+        }
+        fitted.map(Fitted::into_bytes)
+    }
+
+    async fn udp_loop(self: Arc<Self>, socket: Arc<UdpSocket>) {
+        let mut buf = vec![0u8; UDP_RECV_BUF + 1];
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                received = socket.recv_from(&mut buf) => received,
+            };
+            let (len, src) = match received {
+                Ok(received) => received,
+                Err(error) => {
+                    // Includes ICMP errors from earlier sends reported on this socket.
+                    debug!(%error, "UDP receive failed");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Some(bytes) = buf.get(..len).filter(|bytes| bytes.len() <= UDP_RECV_BUF) else {
+                debug!(%src, len, "dropped oversized datagram");
+                ServerStats::bump(&self.stats().dropped);
+                continue;
+            };
+            match self.next(bytes, src, Protocol::Udp) {
+                Next::Nothing => {}
+                Next::Send(reply) => send_datagram(&socket, &reply, src).await,
+                Next::Handle(request, fitting) => {
+                    self.handle_datagram(&socket, request, fitting).await;
+                }
+            }
+        }
+    }
+
+    /// Runs the handler for one datagram. Most answers come from memory and are ready on first
+    /// poll, so that poll happens inline, sparing a task spawn; only answers that must wait
+    /// (upstream forwarding) get a task, bounded by `max_in_flight`.
+    async fn handle_datagram(
+        self: &Arc<Self>,
+        socket: &Arc<UdpSocket>,
+        request: Request,
+        fitting: Fitting,
+    ) {
+        let src = request.src;
+        let handler = self.handler.clone();
+        let mut response: BoxedResponse = Box::pin(async move { handler.handle(request).await });
+        // A no-op waker is fine: if the future is pending, the spawned task polls it again with
+        // a real waker, which is the one the future must register.
+        let first_poll = response
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        if let Poll::Ready(message) = first_poll {
+            if let Some(reply) = self.fit(&fitting, message) {
+                send_datagram(socket, &reply, src).await;
+            }
+            return;
+        }
+
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            debug!(%src, "dropped request: too many in flight");
+            ServerStats::bump(&self.stats().overloaded);
+            return;
+        };
+        let server = self.clone();
+        let socket = socket.clone();
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                () = server.abandon.cancelled() => {}
+                message = response => {
+                    if let Some(reply) = server.fit(&fitting, message) {
+                        send_datagram(&socket, &reply, src).await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn tcp_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    debug!(%error, "TCP accept failed");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Some(slot) = Connections::admit(&self.connections, &self.config, peer.ip()) else {
+                debug!(%peer, "closed TCP connection: over the connection cap");
+                ServerStats::bump(&self.stats().tcp_rejected);
+                continue;
+            };
+            let server = self.clone();
+            self.tasks.spawn(async move {
+                let _slot = slot;
+                tokio::select! {
+                    () = server.abandon.cancelled() => {}
+                    () = server.tcp_connection(stream, peer) => {}
+                }
+            });
+        }
+    }
+
+    /// Answers framed queries on one connection, one at a time, until the client closes it,
+    /// misbehaves, goes quiet for `tcp_idle_timeout`, or the server shuts down.
+    async fn tcp_connection(&self, mut stream: TcpStream, peer: SocketAddr) {
+        // Replies are small and written whole; don't let Nagle hold pipelined ones back.
+        let _ = stream.set_nodelay(true);
+        let limit = self.config.tcp_idle_timeout;
+        loop {
+            // One timer covers both the idle wait and receiving the whole message, which is
+            // what cuts off a client that sends a byte at a time.
+            let frame = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                frame = timeout(limit, wire::read_frame(&mut stream)) => frame,
+            };
+            let bytes = match frame {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(error)) => {
+                    if error.kind() == io::ErrorKind::InvalidData {
+                        ServerStats::bump(&self.stats().dropped);
+                    }
+                    debug!(%peer, %error, "closed TCP connection");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "closed TCP connection: idle or too slow");
+                    ServerStats::bump(&self.stats().tcp_timeouts);
+                    return;
+                }
+            };
+            let reply = match self.next(&bytes, peer, Protocol::Tcp) {
+                // A stream that carries junk is not worth keeping.
+                Next::Nothing => return,
+                Next::Send(reply) => reply,
+                Next::Handle(request, fitting) => {
+                    let message = self.handler.handle(request).await;
+                    match self.fit(&fitting, message) {
+                        Some(reply) => reply,
+                        None => return,
+                    }
+                }
+            };
+            let Some(framed) = wire::frame(&reply) else {
+                return;
+            };
+            match timeout(limit, stream.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    debug!(%peer, %error, "TCP write failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "closed TCP connection: client not reading");
+                    ServerStats::bump(&self.stats().tcp_timeouts);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn send_datagram(socket: &UdpSocket, reply: &[u8], dst: SocketAddr) {
+    if let Err(error) = socket.send_to(reply, dst).await {
+        debug!(%dst, %error, "UDP send failed");
+    }
+}
+
+/// Open TCP connections, in total and per client address.
+#[derive(Debug, Default)]
+struct Connections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Connections {
+    /// Takes a slot for a connection from `ip`, or `None` if a cap is reached.
+    fn admit(table: &Arc<Mutex<Self>>, config: &ServerConfig, ip: IpAddr) -> Option<Slot> {
+        let mut connections = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_ip = connections.per_ip.get(&ip).copied().unwrap_or(0);
+        if connections.total >= config.max_tcp_connections
+            || from_ip >= config.max_tcp_connections_per_ip
+        {
+            return None;
+        }
+        connections.total += 1;
+        connections.per_ip.insert(ip, from_ip + 1);
+        Some(Slot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+/// A connection's place in [`Connections`], given back on drop.
+struct Slot {
+    table: Arc<Mutex<Connections>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut connections = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        connections.total = connections.total.saturating_sub(1);
+        if let Some(count) = connections.per_ip.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                connections.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hickory_proto::op::Message;
+use kdns_net::{ClientError, ServerConfig, exchange, exchange_tcp, exchange_udp, with_edns};
+
+use crate::support::{Answers, GUARD, config, eventually, query, start, udp_raw};
+
+/// A compressed A record: name pointer, type, class, TTL, length, address.
+const A_RECORD_LEN: usize = 16;
+
+#[tokio::test]
+async fn a_udp_query_gets_the_handler_answer() {
+    let server = start(Answers::new(3), config()).await;
+    let query = query("svc.example");
+    let reply = exchange_udp(server.addr, &query, GUARD)
+        .await
+        .expect("reply");
+    assert_eq!(reply.metadata.id, query.metadata.id);
+    assert_eq!(reply.queries, query.queries);
+    assert_eq!(reply.answers.len(), 3);
+    assert!(!reply.metadata.truncation);
+    assert_eq!(server.stats.udp_requests.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn two_hundred_records_are_cut_to_512_bytes_with_tc_for_a_plain_query() {
+    let server = start(Answers::new(200), config()).await;
+    let bytes = udp_raw(
+        server.addr,
+        &query("many.example").to_vec().expect("encodes"),
+    )
+    .await;
+    let reply = Message::from_vec(&bytes).expect("decodes");
+
+    assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+    assert!(reply.metadata.truncation);
+    assert!(!reply.answers.is_empty() && reply.answers.len() < 200);
+    assert!(
+        bytes.len() + A_RECORD_LEN > 512,
+        "room was left for another record"
+    );
+    assert!(reply.edns.is_none());
+    assert_eq!(server.stats.truncated.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn an_edns_query_for_1232_bytes_gets_more_records_within_1232_bytes() {
+    let server = start(Answers::new(200), config()).await;
+    let plain = udp_raw(
+        server.addr,
+        &query("many.example").to_vec().expect("encodes"),
+    )
+    .await;
+    let plain = Message::from_vec(&plain).expect("decodes");
+
+    let edns = with_edns(query("many.example"), 1232);
+    let bytes = udp_raw(server.addr, &edns.to_vec().expect("encodes")).await;
+    let reply = Message::from_vec(&bytes).expect("decodes");
+
+    assert!(bytes.len() <= 1232, "{} bytes", bytes.len());
+    assert!(reply.metadata.truncation);
+    assert!(reply.answers.len() > plain.answers.len());
+    assert!(
+        bytes.len() + A_RECORD_LEN > 1232,
+        "room was left for another record"
+    );
+    assert!(reply.edns.is_some(), "the OPT survives truncation");
+}
+
+#[tokio::test]
+async fn tcp_carries_all_two_hundred_records() {
+    let server = start(Answers::new(200), config()).await;
+    let reply = exchange_tcp(server.addr, &query("many.example"), GUARD)
+        .await
+        .expect("reply");
+    assert_eq!(reply.answers.len(), 200);
+    assert!(!reply.metadata.truncation);
+}
+
+#[tokio::test]
+async fn the_client_falls_back_to_tcp_for_a_truncated_answer() {
+    let server = start(Answers::new(200), config()).await;
+    let reply = exchange(server.addr, &query("many.example"), GUARD)
+        .await
+        .expect("reply");
+    assert_eq!(reply.answers.len(), 200);
+    assert_eq!(server.stats.udp_requests.load(Ordering::Relaxed), 1);
+    assert_eq!(server.stats.tcp_requests.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn additional_records_are_dropped_before_any_answer_is_cut() {
+    let handler = Answers {
+        additionals: 30,
+        ..Answers::new(20)
+    };
+    let server = start(handler, config()).await;
+    let reply = exchange_udp(server.addr, &query("glue.example"), GUARD)
+        .await
+        .expect("reply");
+    assert_eq!(reply.answers.len(), 20);
+    assert!(reply.additionals.is_empty());
+    assert!(
+        !reply.metadata.truncation,
+        "dropping additionals needs no TC"
+    );
+}
+
+#[tokio::test]
+async fn the_reply_has_an_opt_exactly_when_the_query_had_one() {
+    for always_edns in [false, true] {
+        let handler = Answers {
+            always_edns,
+            ..Answers::new(1)
+        };
+        let server = start(handler, config()).await;
+
+        let plain = exchange_udp(server.addr, &query("opt.example"), GUARD)
+            .await
+            .expect("reply");
+        assert!(plain.edns.is_none(), "handler OPT: {always_edns}");
+
+        let edns = with_edns(query("opt.example"), 1232);
+        let reply = exchange_udp(server.addr, &edns, GUARD)
+            .await
+            .expect("reply");
+        assert!(reply.edns.is_some(), "handler OPT: {always_edns}");
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_must_wait_still_gets_its_answer_sent() {
+    let (handler, gate) = Answers::gated(2);
+    let server = start(handler, config()).await;
+    let query = query("slow.example");
+    let reply = tokio::spawn(async move { exchange_udp(server.addr, &query, GUARD).await });
+    gate.add_permits(1);
+    let reply = reply.await.expect("no panic").expect("reply");
+    assert_eq!(reply.answers.len(), 2);
+}
+
+#[tokio::test]
+async fn udp_requests_beyond_max_in_flight_are_dropped_and_counted() {
+    let (handler, gate) = Answers::gated(1);
+    let started = handler.started.clone();
+    let config = ServerConfig {
+        max_in_flight: 1,
+        ..config()
+    };
+    let server = start(handler, config).await;
+    let (addr, stats) = (server.addr, server.stats.clone());
+
+    let first =
+        tokio::spawn(async move { exchange_udp(addr, &query("first.example"), GUARD).await });
+    eventually("the first request waits in the handler", || {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // The second must wait as well, but the only in-flight permit is taken.
+    let second = tokio::spawn(async move {
+        exchange_udp(addr, &query("second.example"), Duration::from_millis(500)).await
+    });
+    eventually("the second request is dropped", || {
+        stats.overloaded.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert!(matches!(
+        second.await.expect("no panic"),
+        Err(ClientError::Timeout { .. })
+    ));
+
+    gate.add_permits(100);
+    let first = first
+        .await
+        .expect("no panic")
+        .expect("first request answered");
+    assert_eq!(first.answers.len(), 1);
+
+    // The permit comes back once the first request's task ends, shortly after its reply.
+    let mut answered = None;
+    for _ in 0..20 {
+        let third = query("third.example");
+        if let Ok(reply) = exchange_udp(addr, &third, Duration::from_millis(500)).await {
+            answered = Some(reply);
+            break;
+        }
+    }
+    assert!(
+        answered.is_some(),
+        "capacity is released after a request ends"
+    );
+}
