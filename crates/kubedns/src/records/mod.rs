@@ -679,5 +679,3 @@ pub fn ptr_targets(entry: &ServiceEntry) -> Vec<(IpAddr, PtrTarget)> {
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -1,0 +1,58 @@
+//! Shared by kubedns's integration tests: a zone built from fixture objects, and questions.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use kdns_net::{Handler, Protocol, Request};
+use kubedns::dns::ClusterZone;
+use kubedns::forward::{Forwarder, Upstreams};
+use kubedns::metrics::Metrics;
+use kubedns::records::{PodRecords, Records};
+use kubedns::source::file;
+use kubedns::store::Writer;
+use serde_json::{Value, json};
+
+/// A ready zone over `objects` (fixture JSON), forwarding to `upstreams`.
+pub fn zone_with(objects: Vec<Value>, pod_records: PodRecords, upstreams: Vec<SocketAddr>) -> ClusterZone {
+    let text = json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string();
+    let state = file::parse(&text, Path::new("fixture")).expect("fixture parses");
+    let zone_name = Name::from_ascii("cluster.local.").expect("valid zone");
+    let mut writer = Writer::new(Records::new(&zone_name, 30, pod_records));
+    for event in state.into_events() {
+        writer.apply(event);
+    }
+    writer.publish();
+    let forwarder = Forwarder::new(
+        Upstreams {
+            servers: upstreams,
+            stubs: Vec::new(),
+        },
+        Duration::from_millis(500),
+    );
+    let zone = ClusterZone::new(writer.store(), forwarder, Metrics::new());
+    zone.set_ready();
+    zone
+}
+
+/// A ready zone over `objects` with default settings and no upstream.
+pub fn zone(objects: Vec<Value>) -> ClusterZone {
+    zone_with(objects, PodRecords::Insecure, Vec::new())
+}
+
+/// Asks `zone` one question, as a UDP client would.
+pub async fn ask(zone: &ClusterZone, name: &str, qtype: RecordType) -> Message {
+    let mut message = Message::query();
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).expect("valid name"), qtype));
+    zone.handle(Request {
+        message,
+        src: "127.0.0.1:5353".parse().expect("valid address"),
+        protocol: Protocol::Udp,
+    })
+    .await
+}
