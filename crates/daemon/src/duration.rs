@@ -56,7 +56,11 @@ mod tests {
             ("0", 0),
         ];
         for (text, ms) in cases {
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
         }
         // invalid
         for text in ["", "10", "s", "10x", "-1s", "1..2s"] {

@@ -135,7 +135,10 @@ mod tests {
             (&["--log-dir", "/tmp", "--domain=x."], &["--domain=x."]),
             (&["--vmodule=a=1"], &[]),
             (&["--log_flush_frequency=5s"], &[]),
-            (&["--", "-k", "--logtostderr"], &["--", "-k", "--logtostderr"]),
+            (
+                &["--", "-k", "--logtostderr"],
+                &["--", "-k", "--logtostderr"],
+            ),
             (&["plain"], &["plain"]),
         ];
         for (input, want) in cases {

@@ -36,7 +36,9 @@ impl FromStr for LogFormat {
         match s.to_ascii_lowercase().as_str() {
             "text" | "plain" => Ok(Self::Text),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown log format {other:?} (expected text or json)")),
+            other => Err(format!(
+                "unknown log format {other:?} (expected text or json)"
+            )),
         }
     }
 }

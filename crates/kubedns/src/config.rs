@@ -37,9 +37,10 @@ pub struct Args {
     #[arg(long, default_value = "0.0.0.0")]
     pub http_bind_address: IpAddr,
 
-    /// Port for Prometheus /metrics; 0 turns metrics off.
-    #[arg(long, env = "PROMETHEUS_PORT", default_value_t = 10055)]
-    pub metrics_port: u16,
+    /// Port for Prometheus /metrics; `off` (or an empty PROMETHEUS_PORT, as kube-dns) turns
+    /// metrics off.
+    #[arg(long, env = "PROMETHEUS_PORT", default_value = "10055", value_parser = parse_optional_port)]
+    pub metrics_port: OptionalPort,
 
     /// Upstream nameservers `ip[:port]`, comma-separated. As in kube-dns, used only when neither
     /// --config-dir nor --config-map is given; resolv.conf otherwise.
@@ -103,6 +104,11 @@ pub struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub initial_sync_timeout: Duration,
 
+    /// Send DNS NOTIFY for changed names to these caches (`ip:port`, comma-separated), so they
+    /// drop stale answers at once.
+    #[arg(long, value_delimiter = ',', value_parser = parse_socket_addr)]
+    pub notify: Vec<SocketAddr>,
+
     /// Deprecated federation domains: accepted and ignored.
     #[arg(long, hide = true, default_value = "")]
     pub federations: String,
@@ -143,6 +149,24 @@ pub fn parse_domain(text: &str) -> Result<Name, String> {
     let mut name = Name::from_ascii(trimmed).map_err(|e| e.to_string())?;
     name.set_fqdn(true);
     Ok(name)
+}
+
+/// A port, or none (`off`, or empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalPort(pub Option<u16>);
+
+fn parse_optional_port(text: &str) -> Result<OptionalPort, String> {
+    match text.trim() {
+        "" | "off" => Ok(OptionalPort(None)),
+        port => port
+            .parse()
+            .map(|p| OptionalPort(Some(p)))
+            .map_err(|_| format!("{port:?} is not a port")),
+    }
+}
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    kdns_config::parse_nameserver(text).map_err(|e| e.to_string())
 }
 
 impl Args {

@@ -82,10 +82,19 @@ impl ClusterZone {
         }
     }
 
-    async fn render(&self, mut response: Message, records: &Records, lookup: Lookup, req: &Message) -> Message {
+    async fn render(
+        &self,
+        mut response: Message,
+        records: &Records,
+        lookup: Lookup,
+        req: &Message,
+    ) -> Message {
         response.metadata.authoritative = true;
         match lookup {
-            Lookup::Answer { answers, additionals } => {
+            Lookup::Answer {
+                answers,
+                additionals,
+            } => {
                 response.answers = answers;
                 response.additionals = additionals;
             }
@@ -171,8 +180,11 @@ impl Handler for ClusterZone {
             .queries
             .first()
             .map_or("none", |q| q.query_type().into());
-        self.metrics
-            .request(qtype, response.metadata.response_code.to_str(), started.elapsed());
+        self.metrics.request(
+            qtype,
+            response.metadata.response_code.to_str(),
+            started.elapsed(),
+        );
         response
     }
 }

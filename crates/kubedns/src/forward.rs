@@ -61,7 +61,12 @@ impl Forwarder {
 
     /// Asks the upstreams for `query`'s question, in order, and returns the first answer that is
     /// not SERVFAIL or REFUSED; `None` when every server failed (the caller answers SERVFAIL).
-    pub async fn resolve(&self, query: &Query, recursion_desired: bool, edns_payload: Option<u16>) -> Option<Message> {
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        recursion_desired: bool,
+        edns_payload: Option<u16>,
+    ) -> Option<Message> {
         let upstreams = self.upstreams.load_full();
         let servers = upstreams.servers_for(query.name());
         let mut request = Message::new(rand::random(), MessageType::Query, OpCode::Query);

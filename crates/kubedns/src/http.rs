@@ -42,7 +42,10 @@ async fn readiness(State(state): State<HealthzState>) -> impl IntoResponse {
     if state.readiness.is_ready() {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first full sync\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first full sync\n",
+        )
     }
 }
 

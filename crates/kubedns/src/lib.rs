@@ -11,6 +11,7 @@ pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod records;
 pub mod source;
 pub mod store;
@@ -90,21 +91,25 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
             .with_context(|| format!("failed to bind the healthz port {}", args.healthz_port))?;
     let healthz = healthz_listener.local_addr()?;
     tracing::info!(addr = %healthz, "serving /readiness and /cache");
-    let metrics_listener = if args.metrics_port == 0 {
-        None
-    } else {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::new(args.http_bind_address, args.metrics_port))
-                .await
-                .with_context(|| format!("failed to bind the metrics port {}", args.metrics_port))?;
+    let metrics_listener = if let Some(port) = args.metrics_port.0 {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.http_bind_address, port))
+            .await
+            .with_context(|| format!("failed to bind the metrics port {port}"))?;
         tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
         Some(listener)
+    } else {
+        None
     };
-    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
 
     let writer = Writer::new(Records::new(&args.domain, args.ttl, args.pod_records));
     let store = writer.store();
     let zone = ClusterZone::new(store.clone(), forwarder, metrics.clone());
+    let notifier = (!args.notify.is_empty())
+        .then(|| notify::Notifier::start(args.notify.clone(), args.domain.to_lowercase()));
 
     // The state source: a file (read now, so that a broken file is a clear start-up error) or
     // the API.
@@ -118,7 +123,15 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
             Resource::Endpoints,
             Resource::Pods,
         ];
-        tokio::spawn(run_writer(writer, events_rx, required, zone.clone(), latch, metrics.clone()));
+        tokio::spawn(run_writer(
+            writer,
+            events_rx,
+            required,
+            zone.clone(),
+            latch,
+            metrics.clone(),
+            notifier,
+        ));
         source::file::send_state(state, &events_tx, &metrics)
             .await
             .context("record writer stopped")?;
@@ -148,11 +161,23 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
                 required.push(Resource::Pods);
             }
             tracing::info!(resources = ?required.iter().map(|r| r.as_str()).collect::<Vec<_>>(), "watching");
-            tokio::spawn(run_writer(writer, events_rx, required.clone(), zone, latch, metrics.clone()));
+            tokio::spawn(run_writer(
+                writer,
+                events_rx,
+                required.clone(),
+                zone,
+                latch,
+                metrics.clone(),
+                notifier,
+            ));
             source::kube::run(client, required, events_tx, metrics, shutdown).await;
         });
     }
-    tokio::spawn(warn_if_not_synced(readiness.clone(), args.initial_sync_timeout, shutdown.clone()));
+    tokio::spawn(warn_if_not_synced(
+        readiness.clone(),
+        args.initial_sync_timeout,
+        shutdown.clone(),
+    ));
 
     let healthz_app = http::healthz_router(http::HealthzState {
         readiness: readiness.clone(),
@@ -160,7 +185,11 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
     });
     spawn_http(healthz_listener, healthz_app, shutdown.clone());
     if let Some(listener) = metrics_listener {
-        spawn_http(listener, http::metrics_router(metrics.clone()), shutdown.clone());
+        spawn_http(
+            listener,
+            http::metrics_router(metrics.clone()),
+            shutdown.clone(),
+        );
     }
 
     let server = tokio::spawn(kdns_net::serve(
@@ -205,6 +234,7 @@ async fn run_writer(
     zone: ClusterZone,
     mut latch: Latch,
     metrics: Metrics,
+    notifier: Option<notify::Notifier>,
 ) {
     let mut ready = false;
     while let Some(event) = events.recv().await {
@@ -216,7 +246,13 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        let published = writer.publish();
+        let mut published = writer.publish();
+        if let Some(notifier) = &notifier {
+            if published.names_overflow {
+                published.names = vec![writer.store().load().zone().clone()];
+            }
+            notifier.notify(std::mem::take(&mut published.names));
+        }
         let now = SystemTime::now();
         for at in published.changed_at {
             metrics.programmed(now.duration_since(at).unwrap_or_default());
@@ -288,7 +324,9 @@ fn start_config(
         while watch.updates.changed().await.is_ok() {
             let config = watch.updates.borrow_and_update().clone();
             forwarder.set_upstreams(upstreams(&config, fallback()));
-            let invalid = watch.invalid_updates.load(std::sync::atomic::Ordering::Relaxed);
+            let invalid = watch
+                .invalid_updates
+                .load(std::sync::atomic::Ordering::Relaxed);
             for _ in invalid_seen..invalid {
                 metrics.config_error();
             }

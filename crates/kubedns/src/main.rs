@@ -21,7 +21,10 @@ fn main() {
     if !legacy.ignored.is_empty() {
         tracing::info!(flags = ?legacy.ignored, "ignoring legacy klog flags");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");

@@ -90,7 +90,11 @@ impl Metrics {
             records.clone(),
         );
         let objects = Family::<ResourceLabels, Gauge>::default();
-        registry.register("objects", "Kubernetes objects held, by resource", objects.clone());
+        registry.register(
+            "objects",
+            "Kubernetes objects held, by resource",
+            objects.clone(),
+        );
         let watch_events = Family::<EventLabels, Counter>::default();
         registry.register(
             "watch_events",
@@ -128,11 +132,7 @@ impl Metrics {
             config_errors.clone(),
         );
         let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 once the first full sync is done",
-            ready.clone(),
-        );
+        registry.register("ready", "1 once the first full sync is done", ready.clone());
         Self(Arc::new(Inner {
             registry,
             requests,
@@ -162,7 +162,10 @@ impl Metrics {
     /// Counts one forwarded query.
     pub fn forward(&self, answered: bool) {
         let outcome = if answered { "answered" } else { "failed" };
-        self.0.forwards.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.0
+            .forwards
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Sets the number of records held.
@@ -174,7 +177,9 @@ impl Metrics {
     pub fn set_objects(&self, resource: Resource, count: usize) {
         self.0
             .objects
-            .get_or_create(&ResourceLabels { resource: resource.as_str() })
+            .get_or_create(&ResourceLabels {
+                resource: resource.as_str(),
+            })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
@@ -193,7 +198,9 @@ impl Metrics {
     pub fn watch_restart(&self, resource: Resource) {
         self.0
             .watch_restarts
-            .get_or_create(&ResourceLabels { resource: resource.as_str() })
+            .get_or_create(&ResourceLabels {
+                resource: resource.as_str(),
+            })
             .inc();
     }
 
@@ -201,7 +208,9 @@ impl Metrics {
     pub fn source_error(&self, resource: Resource) {
         self.0
             .watch_errors
-            .get_or_create(&ResourceLabels { resource: resource.as_str() })
+            .get_or_create(&ResourceLabels {
+                resource: resource.as_str(),
+            })
             .inc();
     }
 
@@ -209,7 +218,9 @@ impl Metrics {
     pub fn malformed(&self, resource: Resource) {
         self.0
             .malformed
-            .get_or_create(&ResourceLabels { resource: resource.as_str() })
+            .get_or_create(&ResourceLabels {
+                resource: resource.as_str(),
+            })
             .inc();
     }
 

@@ -325,11 +325,7 @@ pub fn slice_info(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<
     }
     let mut endpoints = Vec::new();
     for ep in &slice.endpoints {
-        let ready = ep
-            .conditions
-            .as_ref()
-            .and_then(|c| c.ready)
-            .unwrap_or(true);
+        let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
         let hostname = endpoint_hostname(&object, ep.hostname.as_deref(), problems);
         for text in &ep.addresses {
             if let Some(ip) = parse_ip(&object, text, problems) {
@@ -390,7 +386,11 @@ pub fn endpoints_info(eps: &Endpoints, problems: &mut Vec<Problem>) -> Option<Sl
     let mut ports: Vec<NamedPort> = Vec::new();
     for subset in eps.subsets.iter().flatten() {
         let ready = subset.addresses.iter().flatten().map(|a| (a, true));
-        let not_ready = subset.not_ready_addresses.iter().flatten().map(|a| (a, false));
+        let not_ready = subset
+            .not_ready_addresses
+            .iter()
+            .flatten()
+            .map(|a| (a, false));
         for (addr, ready) in ready.chain(not_ready) {
             let hostname = endpoint_hostname(&object, addr.hostname.as_deref(), problems);
             if let Some(ip) = parse_ip(&object, &addr.ip, problems) {

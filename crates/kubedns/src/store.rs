@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
 
 use crate::model::{ObjectKey, PodInfo, ServiceInfo, SliceInfo};
 use crate::records::{self, Namespace, Records};
@@ -92,11 +93,21 @@ impl Store {
     }
 }
 
+/// How many changed names one publish lists before it reports the whole zone as changed.
+pub const MAX_CHANGED_NAMES: usize = 64;
+
 /// What one publish changed, for metrics and NOTIFY.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
     /// Services whose records changed.
     pub services: Vec<ObjectKey>,
+    /// Owner names whose answers changed: the Services' names and the reverse names of
+    /// addresses whose PTR records changed. Caches in front drop what they hold at and below
+    /// these names (NOTIFY). At most [`MAX_CHANGED_NAMES`]; beyond that `names_overflow` is set
+    /// and the whole zone counts as changed.
+    pub names: Vec<Name>,
+    /// More names changed than `names` holds.
+    pub names_overflow: bool,
     /// Resources whose first full list has now been seen.
     pub first_synced: Vec<Resource>,
     /// Change times of the applied events, for the programming-latency histogram.
@@ -112,7 +123,8 @@ pub struct Writer {
     /// Slices by (resource, slice key): EndpointSlices and Endpoints never mix their keys.
     slices: HashMap<(Resource, ObjectKey), Arc<SliceInfo>>,
     slices_by_service: HashMap<ObjectKey, BTreeSet<(Resource, ObjectKey)>>,
-    ptrs_by_service: HashMap<ObjectKey, Vec<IpAddr>>,
+    /// The PTR records each Service contributes: address and a hash of the target name.
+    ptrs_by_service: HashMap<ObjectKey, Vec<(IpAddr, u64)>>,
     pods: HashMap<ObjectKey, Arc<PodInfo>>,
     init: HashMap<Resource, Vec<Object>>,
     synced: HashSet<Resource>,
@@ -319,12 +331,13 @@ impl Writer {
     fn rebuild_service(&mut self, key: &ObjectKey) {
         // Take the old records out.
         let fqdn = self.records.service_fqdn(key);
-        for ip in self.ptrs_by_service.remove(key).unwrap_or_default() {
-            let shard = self.records.reverse.shard_mut(&ip);
-            if let Some(targets) = shard.get_mut(&ip) {
+        let old_ptrs = self.ptrs_by_service.remove(key).unwrap_or_default();
+        for (ip, _) in &old_ptrs {
+            let shard = self.records.reverse.shard_mut(ip);
+            if let Some(targets) = shard.get_mut(ip) {
                 targets.retain(|t| *t.service != fqdn);
                 if targets.is_empty() {
-                    shard.remove(&ip);
+                    shard.remove(ip);
                 }
             }
         }
@@ -338,7 +351,9 @@ impl Writer {
             }
         }
         // Put the new ones in.
+        self.note_changed(fqdn);
         let Some(info) = self.services.get(key).cloned() else {
+            self.note_ptr_changes(&old_ptrs, &[]);
             return;
         };
         let slices = self
@@ -350,18 +365,18 @@ impl Writer {
             .collect();
         let entry = records::service_entry(&self.records, info, slices);
         let ptrs = records::ptr_targets(&entry);
-        let mut ips = Vec::with_capacity(ptrs.len());
+        let mut new_ptrs = Vec::with_capacity(ptrs.len());
         for (ip, target) in ptrs {
+            new_ptrs.push((ip, target_hash(&target)));
             self.records
                 .reverse
                 .shard_mut(&ip)
                 .entry(ip)
                 .or_default()
                 .push(target);
-            ips.push(ip);
         }
-        ips.dedup();
-        self.ptrs_by_service.insert(key.clone(), ips);
+        self.note_ptr_changes(&old_ptrs, &new_ptrs);
+        self.ptrs_by_service.insert(key.clone(), new_ptrs);
         self.record_count += entry.record_count();
         let ns = self
             .records
@@ -371,6 +386,33 @@ impl Writer {
         Arc::make_mut(ns)
             .services
             .insert(key.name.clone(), Arc::new(entry));
+    }
+
+    /// Notes the reverse names whose PTR answers changed.
+    fn note_ptr_changes(&mut self, old: &[(IpAddr, u64)], new: &[(IpAddr, u64)]) {
+        if self.pending.names_overflow {
+            return;
+        }
+        let old_set: HashSet<&(IpAddr, u64)> = old.iter().collect();
+        let new_set: HashSet<&(IpAddr, u64)> = new.iter().collect();
+        let changed = old_set.symmetric_difference(&new_set).map(|(ip, _)| *ip);
+        let changed: BTreeSet<IpAddr> = changed.collect();
+        for ip in changed {
+            self.note_changed(Name::from(ip));
+        }
+    }
+
+    fn note_changed(&mut self, name: Name) {
+        let names = &mut self.pending.names;
+        if self.pending.names_overflow || names.contains(&name) {
+            return;
+        }
+        if names.len() == MAX_CHANGED_NAMES {
+            self.pending.names_overflow = true;
+            names.clear();
+        } else {
+            names.push(name);
+        }
     }
 
     /// Makes everything applied so far visible to queries, and says what changed.
@@ -387,6 +429,14 @@ impl Writer {
         }
         published
     }
+}
+
+fn target_hash(target: &records::PtrTarget) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    target.service.hash(&mut h);
+    target.endpoint.hash(&mut h);
+    h.finish()
 }
 
 fn object_key(object: &Object) -> &ObjectKey {

@@ -49,7 +49,13 @@ async fn check(objects: Vec<Value>, cases: &[Case]) {
             assert!(reply.metadata.authoritative, "{} {}: AA", c.qname, c.qtype);
         }
         if c.answer.is_empty() && c.rcode != ResponseCode::ServFail {
-            assert_eq!(reply.authorities.len(), 1, "{} {}: negative answers carry the SOA", c.qname, c.qtype);
+            assert_eq!(
+                reply.authorities.len(),
+                1,
+                "{} {}: negative answers carry the SOA",
+                c.qname,
+                c.qtype
+            );
             assert_eq!(reply.authorities[0].record_type(), RecordType::SOA);
         }
     }
@@ -122,7 +128,10 @@ async fn clusterip_v4_service_answers_a_srv_and_ptr() {
 #[tokio::test]
 async fn clusterip_v6_and_dual_stack_services_answer_each_family() {
     let objects = vec![
-        service("ns1", "v6").cluster_ip("fd00::10").port("http", 80, "TCP").build(),
+        service("ns1", "v6")
+            .cluster_ip("fd00::10")
+            .port("http", 80, "TCP")
+            .build(),
         service("ns1", "dual")
             .cluster_ips(&["10.0.0.2", "fd00::20"])
             .port("http", 80, "TCP")
@@ -163,7 +172,10 @@ async fn clusterip_v6_and_dual_stack_services_answer_each_family() {
 #[tokio::test]
 async fn headless_service_answers_one_record_per_ready_endpoint() {
     let objects = vec![
-        service("ns1", "hl").headless().port("http", 80, "TCP").build(),
+        service("ns1", "hl")
+            .headless()
+            .port("http", 80, "TCP")
+            .build(),
         endpoint_slice("ns1", "hl-v4", "hl")
             .endpoint_with_hostname("10.1.0.1", "web-0", true)
             .endpoint_with_hostname("10.1.0.2", "web-1", true)
@@ -233,7 +245,10 @@ async fn endpoints_sharing_a_hostname_keep_one_record_per_ip() {
             "same.shared.ns1.svc.cluster.local.",
             A,
             OK,
-            &["same.shared.ns1.svc.cluster.local. 30 IN A 10.2.0.1", "same.shared.ns1.svc.cluster.local. 30 IN A 10.2.0.2"],
+            &[
+                "same.shared.ns1.svc.cluster.local. 30 IN A 10.2.0.1",
+                "same.shared.ns1.svc.cluster.local. 30 IN A 10.2.0.2",
+            ],
         )],
     )
     .await;
@@ -242,7 +257,10 @@ async fn endpoints_sharing_a_hostname_keep_one_record_per_ip() {
 #[tokio::test]
 async fn headless_service_without_ready_endpoints_is_nxdomain() {
     let objects = vec![
-        service("ns1", "empty").headless().port("http", 80, "TCP").build(),
+        service("ns1", "empty")
+            .headless()
+            .port("http", 80, "TCP")
+            .build(),
         endpoint_slice("ns1", "empty-x", "empty")
             .endpoint("10.3.0.1", false)
             .port("http", 80, "TCP")
@@ -277,7 +295,10 @@ async fn publish_not_ready_addresses_serves_every_endpoint() {
             "pnr.ns1.svc.cluster.local.",
             A,
             OK,
-            &["pnr.ns1.svc.cluster.local. 30 IN A 10.4.0.1", "pnr.ns1.svc.cluster.local. 30 IN A 10.4.0.2"],
+            &[
+                "pnr.ns1.svc.cluster.local. 30 IN A 10.4.0.1",
+                "pnr.ns1.svc.cluster.local. 30 IN A 10.4.0.2",
+            ],
         )],
     )
     .await;
@@ -286,27 +307,56 @@ async fn publish_not_ready_addresses_serves_every_endpoint() {
 #[tokio::test]
 async fn external_name_services_answer_a_cname_or_an_address() {
     let objects = vec![
-        service("ns1", "ext").external_name("db.example.com").build(),
-        service("ns1", "inzone").external_name("svc1.ns1.svc.cluster.local").build(),
+        service("ns1", "ext")
+            .external_name("db.example.com")
+            .build(),
+        service("ns1", "inzone")
+            .external_name("svc1.ns1.svc.cluster.local")
+            .build(),
         service("ns1", "svc1").cluster_ip("10.0.0.1").build(),
         service("ns1", "extip").external_name("192.0.2.7").build(),
-        service("ns1", "extip6").external_name("2001:db8::7").build(),
+        service("ns1", "extip6")
+            .external_name("2001:db8::7")
+            .build(),
     ];
     check(
         objects,
         &[
             // No upstream answers: the CNAME stays.
-            case("ext.ns1.svc.cluster.local.", A, OK, &["ext.ns1.svc.cluster.local. 30 IN CNAME db.example.com."]),
-            case("ext.ns1.svc.cluster.local.", CNAME, OK, &["ext.ns1.svc.cluster.local. 30 IN CNAME db.example.com."]),
+            case(
+                "ext.ns1.svc.cluster.local.",
+                A,
+                OK,
+                &["ext.ns1.svc.cluster.local. 30 IN CNAME db.example.com."],
+            ),
+            case(
+                "ext.ns1.svc.cluster.local.",
+                CNAME,
+                OK,
+                &["ext.ns1.svc.cluster.local. 30 IN CNAME db.example.com."],
+            ),
             case(
                 "inzone.ns1.svc.cluster.local.",
                 A,
                 OK,
-                &["inzone.ns1.svc.cluster.local. 30 IN CNAME svc1.ns1.svc.cluster.local.", "svc1.ns1.svc.cluster.local. 30 IN A 10.0.0.1"],
+                &[
+                    "inzone.ns1.svc.cluster.local. 30 IN CNAME svc1.ns1.svc.cluster.local.",
+                    "svc1.ns1.svc.cluster.local. 30 IN A 10.0.0.1",
+                ],
             ),
-            case("extip.ns1.svc.cluster.local.", A, OK, &["extip.ns1.svc.cluster.local. 30 IN A 192.0.2.7"]),
+            case(
+                "extip.ns1.svc.cluster.local.",
+                A,
+                OK,
+                &["extip.ns1.svc.cluster.local. 30 IN A 192.0.2.7"],
+            ),
             case("extip.ns1.svc.cluster.local.", AAAA, OK, &[]),
-            case("extip6.ns1.svc.cluster.local.", AAAA, OK, &["extip6.ns1.svc.cluster.local. 30 IN AAAA 2001:db8::7"]),
+            case(
+                "extip6.ns1.svc.cluster.local.",
+                AAAA,
+                OK,
+                &["extip6.ns1.svc.cluster.local. 30 IN AAAA 2001:db8::7"],
+            ),
         ],
     )
     .await;
@@ -315,7 +365,10 @@ async fn external_name_services_answer_a_cname_or_an_address() {
 #[tokio::test]
 async fn core_v1_endpoints_work_where_there_are_no_slices() {
     let objects = vec![
-        service("ns1", "old").headless().port("http", 80, "TCP").build(),
+        service("ns1", "old")
+            .headless()
+            .port("http", 80, "TCP")
+            .build(),
         endpoints("ns1", "old")
             .address_with_hostname("10.5.0.1", "a", true)
             .address("10.5.0.2", false)
@@ -340,19 +393,37 @@ async fn core_v1_endpoints_work_where_there_are_no_slices() {
 
 #[tokio::test]
 async fn zone_apex_schema_version_and_pod_names() {
-    let objects = vec![service("kube-system", "kube-dns").cluster_ip("10.96.0.10").build()];
+    let objects = vec![
+        service("kube-system", "kube-dns")
+            .cluster_ip("10.96.0.10")
+            .build(),
+    ];
     let zone = zone(objects);
     let soa = ask(&zone, "cluster.local.", SOA).await;
     assert_eq!(soa.answers.len(), 1);
-    assert!(soa.answers[0].to_string().contains("ns.dns.cluster.local. hostmaster.cluster.local."), "{soa}");
+    assert!(
+        soa.answers[0]
+            .to_string()
+            .contains("ns.dns.cluster.local. hostmaster.cluster.local."),
+        "{soa}"
+    );
     let version = ask(&zone, "dns-version.cluster.local.", TXT).await;
-    assert_records_eq(&version.answers, &["dns-version.cluster.local. 30 IN TXT \"1.1.0\""]);
+    assert_records_eq(
+        &version.answers,
+        &["dns-version.cluster.local. 30 IN TXT \"1.1.0\""],
+    );
     let ns = ask(&zone, "ns.dns.cluster.local.", A).await;
     assert_records_eq(&ns.answers, &["ns.dns.cluster.local. 30 IN A 10.96.0.10"]);
     let pod4 = ask(&zone, "10-244-1-10.ns1.pod.cluster.local.", A).await;
-    assert_records_eq(&pod4.answers, &["10-244-1-10.ns1.pod.cluster.local. 30 IN A 10.244.1.10"]);
+    assert_records_eq(
+        &pod4.answers,
+        &["10-244-1-10.ns1.pod.cluster.local. 30 IN A 10.244.1.10"],
+    );
     let pod6 = ask(&zone, "fd00-10-244-1--21.ns1.pod.cluster.local.", AAAA).await;
-    assert_records_eq(&pod6.answers, &["fd00-10-244-1--21.ns1.pod.cluster.local. 30 IN AAAA fd00:10:244:1::21"]);
+    assert_records_eq(
+        &pod6.answers,
+        &["fd00-10-244-1--21.ns1.pod.cluster.local. 30 IN AAAA fd00:10:244:1::21"],
+    );
     // kube-dns crashed on these; here they are plain NODATA.
     for qtype in [SRV, PTR, RecordType::CAA, SOA] {
         let reply = ask(&zone, "1-2-3-4.ns1.pod.cluster.local.", qtype).await;
@@ -368,7 +439,10 @@ async fn verified_pod_records_need_a_pod_with_that_ip_in_that_namespace() {
     let objects = vec![pod("ns1", "p1", "10.244.0.5")];
     let zone = zone_with(objects, PodRecords::Verified, Vec::new());
     let ok = ask(&zone, "10-244-0-5.ns1.pod.cluster.local.", A).await;
-    assert_records_eq(&ok.answers, &["10-244-0-5.ns1.pod.cluster.local. 30 IN A 10.244.0.5"]);
+    assert_records_eq(
+        &ok.answers,
+        &["10-244-0-5.ns1.pod.cluster.local. 30 IN A 10.244.0.5"],
+    );
     let other_ns = ask(&zone, "10-244-0-5.ns2.pod.cluster.local.", A).await;
     assert_eq!(other_ns.metadata.response_code, NX);
     let unknown = ask(&zone, "10-244-0-6.ns1.pod.cluster.local.", A).await;
@@ -394,5 +468,8 @@ async fn names_match_case_insensitively_and_answers_keep_the_question_case() {
     let reply = ask(&zone, "SVC1.Ns1.svc.Cluster.LOCAL.", A).await;
     assert_eq!(reply.metadata.response_code, OK);
     assert_eq!(reply.answers.len(), 1);
-    assert_eq!(reply.answers[0].name.to_ascii(), "SVC1.Ns1.svc.Cluster.LOCAL.");
+    assert_eq!(
+        reply.answers[0].name.to_ascii(),
+        "SVC1.Ns1.svc.Cluster.LOCAL."
+    );
 }

@@ -135,7 +135,11 @@ pub async fn dig_async(server: SocketAddr, args: &[&str]) -> DigOutput {
 
 fn dig_program() -> &'static str {
     // Fall back to PATH so a dig installed elsewhere still works.
-    if Path::new(DIG_PATH).exists() { DIG_PATH } else { "dig" }
+    if Path::new(DIG_PATH).exists() {
+        DIG_PATH
+    } else {
+        "dig"
+    }
 }
 
 fn dig_args(server: SocketAddr, args: &[&str]) -> Vec<String> {
@@ -228,7 +232,9 @@ cluster.local.\t\t30\tIN\tSOA\tns.dns.cluster.local. hostmaster.cluster.local. 1
         );
         assert_eq!(
             out.authority,
-            ["cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30"]
+            [
+                "cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30"
+            ]
         );
         assert!(out.additional.is_empty());
         assert!(out.answered());

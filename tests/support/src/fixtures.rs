@@ -116,7 +116,11 @@ impl ServiceBuilder {
                 spec.insert("clusterIPs".into(), json!(["None"]));
             } else if let Some(first) = self.cluster_ips.first() {
                 let families: Vec<&str> = self.cluster_ips.iter().map(|ip| ip_family(ip)).collect();
-                let policy = if self.cluster_ips.len() > 1 { "RequireDualStack" } else { "SingleStack" };
+                let policy = if self.cluster_ips.len() > 1 {
+                    "RequireDualStack"
+                } else {
+                    "SingleStack"
+                };
                 spec.insert("clusterIP".into(), json!(first));
                 spec.insert("clusterIPs".into(), json!(self.cluster_ips));
                 spec.insert("ipFamilies".into(), json!(families));
@@ -183,7 +187,8 @@ impl EndpointSliceBuilder {
 
     /// Adds an endpoint with `hostname` (as a StatefulSet pod behind a headless Service has).
     pub fn endpoint_with_hostname(mut self, ip: &str, hostname: &str, ready: bool) -> Self {
-        self.endpoints.push(slice_endpoint(ip, Some(hostname), ready));
+        self.endpoints
+            .push(slice_endpoint(ip, Some(hostname), ready));
         self
     }
 
@@ -196,7 +201,10 @@ impl EndpointSliceBuilder {
     /// The EndpointSlice object.
     pub fn build(self) -> Value {
         let address_type = self.address_type.unwrap_or_else(|| {
-            let first_ip = self.endpoints.first().and_then(|e| e["addresses"][0].as_str());
+            let first_ip = self
+                .endpoints
+                .first()
+                .and_then(|e| e["addresses"][0].as_str());
             ip_family(first_ip.unwrap_or("0.0.0.0")).to_owned()
         });
         json!({

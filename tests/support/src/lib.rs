@@ -7,7 +7,7 @@
 //!   failures a real cluster produces (closed watches, `410 Gone`, restarts, 5xx).
 //! - [`fixtures`]: builders for the Kubernetes objects the DNS server reads.
 //! - [`rr`], [`rrs`], [`assert_records_eq`]: DNS records written as zone-file lines.
-//! - [`dig`], [`dig_async`]: the real `dig` binary run against a server under test.
+//! - [`dig()`], [`dig_async`]: the real `dig` binary run against a server under test.
 //! - [`subscribe`], [`timeout_after`]: test logging and hang protection.
 
 pub mod dig;

@@ -95,7 +95,10 @@ mod tests {
     fn parses_common_types() {
         let cases = [
             ("svc1.ns.svc.cluster.local. 30 IN A 10.0.0.1", RecordType::A),
-            ("svc1.ns.svc.cluster.local. 30 IN AAAA fd00::1", RecordType::AAAA),
+            (
+                "svc1.ns.svc.cluster.local. 30 IN AAAA fd00::1",
+                RecordType::AAAA,
+            ),
             (
                 "_http._tcp.svc1.ns.svc.cluster.local. 30 IN SRV 0 100 80 svc1.ns.svc.cluster.local.",
                 RecordType::SRV,
@@ -104,8 +107,14 @@ mod tests {
                 "1.0.0.10.in-addr.arpa. 30 IN PTR svc1.ns.svc.cluster.local.",
                 RecordType::PTR,
             ),
-            ("ext.ns.svc.cluster.local. 30 IN CNAME x.example.com.", RecordType::CNAME),
-            ("dns-version.cluster.local. 30 IN TXT \"1.1.0\"", RecordType::TXT),
+            (
+                "ext.ns.svc.cluster.local. 30 IN CNAME x.example.com.",
+                RecordType::CNAME,
+            ),
+            (
+                "dns-version.cluster.local. 30 IN TXT \"1.1.0\"",
+                RecordType::TXT,
+            ),
             (
                 "cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30",
                 RecordType::SOA,
@@ -140,14 +149,22 @@ mod tests {
         })
         .expect_err("sets differ");
         let message = failure.downcast_ref::<String>().expect("formatted panic");
-        assert!(message.contains("missing:    a. 5 IN A 2.2.2.2"), "{message}");
-        assert!(message.contains("unexpected: a. 5 IN A 3.3.3.3"), "{message}");
+        assert!(
+            message.contains("missing:    a. 5 IN A 2.2.2.2"),
+            "{message}"
+        );
+        assert!(
+            message.contains("unexpected: a. 5 IN A 3.3.3.3"),
+            "{message}"
+        );
     }
 
     #[test]
     fn ttl_counts() {
         let got = rrs(&["a. 5 IN A 1.1.1.1"]);
-        assert!(std::panic::catch_unwind(|| assert_records_eq(&got, &["a. 6 IN A 1.1.1.1"])).is_err());
+        assert!(
+            std::panic::catch_unwind(|| assert_records_eq(&got, &["a. 6 IN A 1.1.1.1"])).is_err()
+        );
     }
 
     #[test]

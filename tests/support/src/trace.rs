@@ -34,7 +34,9 @@ pub fn timeout_after<F: Future>(limit: Duration, future: F) -> impl Future<Outpu
     async move {
         match tokio::time::timeout(limit, future).await {
             Ok(output) => output,
-            Err(_) => panic!("timed out after {limit:?}: the awaited peer never answered (awaited at {caller})"),
+            Err(_) => panic!(
+                "timed out after {limit:?}: the awaited peer never answered (awaited at {caller})"
+            ),
         }
     }
 }

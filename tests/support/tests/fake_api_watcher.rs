@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, WatchEvent, WatchParams};
@@ -59,7 +59,10 @@ fn describe<K: Resource>(event: &Event<K>) -> String {
 async fn next_event<K: Resource>(events: &mut Events<K>) -> (String, Vec<String>) {
     let mut errors = Vec::new();
     loop {
-        match timeout_after(LIMIT, events.next()).await.expect("watcher streams forever") {
+        match timeout_after(LIMIT, events.next())
+            .await
+            .expect("watcher streams forever")
+        {
             Ok(event) => return (describe(&event), errors),
             Err(err) => errors.push(err.to_string()),
         }
@@ -69,7 +72,10 @@ async fn next_event<K: Resource>(events: &mut Events<K>) -> (String, Vec<String>
 /// The next event, which must not have been preceded by errors.
 async fn next_clean<K: Resource>(events: &mut Events<K>) -> String {
     let (event, errors) = next_event(events).await;
-    assert!(errors.is_empty(), "unexpected errors before {event}: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "unexpected errors before {event}: {errors:?}"
+    );
     event
 }
 
@@ -99,6 +105,36 @@ fn init_sequence(keys: &[&str]) -> Vec<String> {
     want
 }
 
+/// The sorted query parameters of a logged request, which must be a GET of `path`.
+fn query_of(line: &str, path: &str) -> Vec<String> {
+    let target = line
+        .strip_prefix("GET ")
+        .unwrap_or_else(|| panic!("not a GET: {line}"));
+    let (request_path, query) = target.split_once('?').unwrap_or((target, ""));
+    assert_eq!(request_path, path, "{line}");
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(str::to_owned)
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// Polls the watcher (which makes its requests only while polled) until
+/// `condition` holds on the server; the watcher must not yield meanwhile.
+async fn drive_until<K: Resource>(
+    server: &FakeApiServer,
+    events: &mut Events<K>,
+    what: &str,
+    condition: impl FnMut(&FakeApiServer) -> bool,
+) {
+    tokio::select! {
+        () = server.wait_until(what, condition) => {}
+        event = next_event(events) => panic!("no event expected while waiting for {what}, got {event:?}"),
+    }
+}
+
 fn count_requests(server: &FakeApiServer, path: &str, is_watch: bool) -> usize {
     server
         .requests()
@@ -116,17 +152,25 @@ fn count_requests(server: &FakeApiServer, path: &str, is_watch: bool) -> usize {
 async fn watching_services() -> (FakeApiServer, Events<Service>) {
     subscribe();
     let server = FakeApiServer::start().await;
-    server.apply(service("ns1", "a").cluster_ip("10.0.0.1").port("http", 80, "TCP").build());
+    server.apply(
+        service("ns1", "a")
+            .cluster_ip("10.0.0.1")
+            .port("http", 80, "TCP")
+            .build(),
+    );
     server.apply(service("ns2", "b").headless().build());
-    let mut events = watch(Api::<Service>::all(client(&server)), watcher::Config::default());
+    let mut events = watch(
+        Api::<Service>::all(client(&server)),
+        watcher::Config::default(),
+    );
     let (seen, errors) = through_init_done(&mut events).await;
     assert_eq!(seen, init_sequence(&["ns1/a", "ns2/b"]));
     assert!(errors.is_empty(), "{errors:?}");
-    // The watch opens on the next poll, which `wait_for_watches` cannot drive alone.
-    tokio::select! {
-        () = server.wait_for_watches("services", 1) => {}
-        event = next_event(&mut events) => panic!("no event expected yet, got {event:?}"),
-    }
+    // The watch opens on the watcher's next poll.
+    drive_until(&server, &mut events, "an open services watch", |server| {
+        server.open_watches("services") >= 1
+    })
+    .await;
     (server, events)
 }
 
@@ -140,19 +184,31 @@ async fn watcher_sees_initial_list_then_apply_and_delete() {
     let uid = server.get("v1", "Service", "ns1", "a").unwrap()["metadata"]["uid"].clone();
     let stored = server.apply(service("ns1", "a").cluster_ip("10.0.0.9").build());
     assert_eq!(next_clean(&mut events).await, "Apply ns1/a");
-    assert_eq!(stored["metadata"]["uid"], uid, "a replaced object keeps its uid");
+    assert_eq!(
+        stored["metadata"]["uid"], uid,
+        "a replaced object keeps its uid"
+    );
 
     assert!(server.delete("v1", "Service", "ns2", "b"));
     assert!(!server.delete("v1", "Service", "ns2", "b"));
     assert_eq!(next_clean(&mut events).await, "Delete ns2/b");
 
+    // kube builds queries as `path?&a=b...`; compare parameters, not raw text.
     let requests = server.requests();
-    let list = &requests[0];
-    assert_eq!(list, "GET /api/v1/services?limit=500");
-    let watch = requests.iter().find(|line| line.contains("watch=true")).expect("a watch request");
-    for part in ["timeoutSeconds=290", "allowWatchBookmarks=true", "resourceVersion=3"] {
-        assert!(watch.contains(part), "{part} missing from {watch}");
-    }
+    assert_eq!(query_of(&requests[0], "/api/v1/services"), ["limit=500"]);
+    let watch = requests
+        .iter()
+        .find(|line| line.contains("watch=true"))
+        .expect("a watch request");
+    assert_eq!(
+        query_of(watch, "/api/v1/services"),
+        [
+            "allowWatchBookmarks=true",
+            "resourceVersion=3",
+            "timeoutSeconds=290",
+            "watch=true"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -167,7 +223,11 @@ async fn watcher_resumes_after_watches_close() {
     server.apply(service("ns1", "d").build());
     assert_eq!(next_clean(&mut events).await, "Apply ns1/d");
 
-    assert_eq!(count_requests(&server, "/api/v1/services", false), 1, "no relist");
+    assert_eq!(
+        count_requests(&server, "/api/v1/services", false),
+        1,
+        "no relist"
+    );
     assert!(count_requests(&server, "/api/v1/services", true) >= 3);
 }
 
@@ -179,7 +239,11 @@ async fn watcher_resumes_after_a_partial_line() {
     server.apply(service("ns1", "c").build());
     let (event, _errors) = next_event(&mut events).await;
     assert_eq!(event, "Apply ns1/c");
-    assert_eq!(count_requests(&server, "/api/v1/services", false), 1, "no relist");
+    assert_eq!(
+        count_requests(&server, "/api/v1/services", false),
+        1,
+        "no relist"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +254,10 @@ async fn watcher_relists_after_history_expires() {
     server.apply(service("ns1", "c").build());
     let (seen, errors) = through_init_done(&mut events).await;
     assert_eq!(seen, init_sequence(&["ns1/a", "ns1/c", "ns2/b"]));
-    assert!(errors.iter().any(|err| err.contains("Expired")), "{errors:?}");
+    assert!(
+        errors.iter().any(|err| err.contains("Expired")),
+        "{errors:?}"
+    );
 
     server.apply(service("ns1", "d").build());
     assert_eq!(next_clean(&mut events).await, "Apply ns1/d");
@@ -211,20 +278,54 @@ async fn watcher_relists_after_restart() {
 }
 
 #[tokio::test]
-async fn watcher_recovers_when_the_server_is_back() {
+async fn watcher_rides_out_503_through_client_retries() {
     let (server, mut events) = watching_services().await;
 
+    // kube's client retries 503 itself, so the watcher sees no error: the retried
+    // watch request simply succeeds once the server is back.
     server.set_unavailable(true);
-    // The watch was closed; reopening it is refused.
-    let refused = timeout_after(LIMIT, events.next()).await.expect("watcher streams forever");
+    let seen_before = server.requests().len();
+    let refused = "a request refused with 503";
+    drive_until(&server, &mut events, refused, |server| {
+        server.requests().len() > seen_before
+    })
+    .await;
+
+    server.apply(service("ns1", "c").build());
+    server.set_unavailable(false);
+    assert_eq!(next_clean(&mut events).await, "Apply ns1/c");
+    assert_eq!(
+        count_requests(&server, "/api/v1/services", false),
+        1,
+        "resumed without a relist"
+    );
+}
+
+#[tokio::test]
+async fn watcher_recovers_after_server_errors() {
+    let (server, mut events) = watching_services().await;
+
+    server.set_failure_status(500);
+    server.set_unavailable(true);
+    // The watch was closed; reopening it fails, and 500 is not retried by the client.
+    let refused = timeout_after(LIMIT, events.next())
+        .await
+        .expect("watcher streams forever");
     let err = refused.expect_err("requests fail while unavailable");
-    assert!(err.to_string().contains("unavailable"), "{err}");
+    assert!(
+        matches!(&err, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 500),
+        "{err:?}"
+    );
 
     server.apply(service("ns1", "c").build());
     server.set_unavailable(false);
     let (event, _errors) = next_event(&mut events).await;
     assert_eq!(event, "Apply ns1/c");
-    assert_eq!(count_requests(&server, "/api/v1/services", false), 1, "resumed without a relist");
+    assert_eq!(
+        count_requests(&server, "/api/v1/services", false),
+        1,
+        "resumed without a relist"
+    );
 }
 
 #[tokio::test]
@@ -234,12 +335,20 @@ async fn watcher_retries_a_failing_initial_list() {
     server.apply(service("ns1", "a").build());
     server.set_failure_status(500);
     server.set_unavailable(true);
-    let mut events = watch(Api::<Service>::all(client(&server)), watcher::Config::default());
+    let mut events = watch(
+        Api::<Service>::all(client(&server)),
+        watcher::Config::default(),
+    );
 
     assert_eq!(next_clean(&mut events).await, "Init");
-    let failed = timeout_after(LIMIT, events.next()).await.expect("watcher streams forever");
+    let failed = timeout_after(LIMIT, events.next())
+        .await
+        .expect("watcher streams forever");
     let err = failed.expect_err("list fails while unavailable");
-    assert!(matches!(&err, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 500), "{err:?}");
+    assert!(
+        matches!(&err, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 500),
+        "{err:?}"
+    );
 
     server.set_unavailable(false);
     let (seen, _errors) = through_init_done(&mut events).await;
@@ -257,7 +366,10 @@ async fn watcher_pages_through_more_than_500_objects() {
         want.insert(format!("InitApply {namespace}/{name}"));
         server.apply(service(&namespace, &name).cluster_ip("10.0.0.1").build());
     }
-    let mut events = watch(Api::<Service>::all(client(&server)), watcher::Config::default());
+    let mut events = watch(
+        Api::<Service>::all(client(&server)),
+        watcher::Config::default(),
+    );
     let (seen, errors) = through_init_done(&mut events).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(seen.first().map(String::as_str), Some("Init"));
@@ -273,11 +385,19 @@ async fn watcher_pages_through_more_than_500_objects() {
         .collect();
     assert_eq!(lists.len(), 3, "{lists:?}");
     assert!(lists.iter().all(|line| line.contains("limit=500")));
-    assert_eq!(lists.iter().filter(|line| line.contains("continue=")).count(), 2);
+    assert_eq!(
+        lists
+            .iter()
+            .filter(|line| line.contains("continue="))
+            .count(),
+        2
+    );
 
     // Pages are consistent: a change between pages does not show up in them.
     let api = Api::<Service>::namespaced(client(&server), "ns1");
-    let first = timeout_after(LIMIT, api.list(&ListParams::default().limit(150))).await.unwrap();
+    let first = timeout_after(LIMIT, api.list(&ListParams::default().limit(150)))
+        .await
+        .unwrap();
     assert_eq!(first.items.len(), 150);
     assert_eq!(first.metadata.remaining_item_count, Some(251));
     let token = first.metadata.continue_.clone().expect("more pages");
@@ -287,8 +407,16 @@ async fn watcher_pages_through_more_than_500_objects() {
     let second = timeout_after(LIMIT, api.list(&rest)).await.unwrap();
     assert_eq!(second.items.len(), 251);
     assert_eq!(second.metadata.continue_, None);
-    assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
-    assert!(second.items.iter().all(|item| item.name_any() != "zzz-late"));
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    assert!(
+        second
+            .items
+            .iter()
+            .all(|item| item.name_any() != "zzz-late")
+    );
 }
 
 #[tokio::test]
@@ -299,12 +427,19 @@ async fn expired_continue_token_is_gone() {
         server.apply(service("ns", &format!("s{index}")).build());
     }
     let api = Api::<Service>::all(client(&server));
-    let first = timeout_after(LIMIT, api.list(&ListParams::default().limit(1))).await.unwrap();
+    let first = timeout_after(LIMIT, api.list(&ListParams::default().limit(1)))
+        .await
+        .unwrap();
     server.expire_history();
     let mut next = ListParams::default().limit(1);
     next.continue_token = first.metadata.continue_;
-    let err = timeout_after(LIMIT, api.list(&next)).await.expect_err("token expired");
-    assert!(matches!(&err, kube::Error::Api(status) if status.code == 410), "{err:?}");
+    let err = timeout_after(LIMIT, api.list(&next))
+        .await
+        .expect_err("token expired");
+    assert!(
+        matches!(&err, kube::Error::Api(status) if status.code == 410),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -333,21 +468,24 @@ async fn namespaced_endpointslice_watcher_sees_its_namespace_only() {
     server.apply(slice("ns2", "svc-eeee"));
     assert!(server.delete("discovery.k8s.io/v1", "EndpointSlice", "ns1", "svc-aaaa"));
     assert_eq!(next_clean(&mut events).await, "Delete ns1/svc-aaaa");
-    assert!(
-        server
-            .requests()
-            .iter()
-            .any(|line| line.starts_with("GET /apis/discovery.k8s.io/v1/namespaces/ns1/endpointslices?"))
-    );
+    assert!(server.requests().iter().any(|line| {
+        line.starts_with("GET /apis/discovery.k8s.io/v1/namespaces/ns1/endpointslices?")
+    }));
 
     // The typed object carries what the builder set.
-    let typed = timeout_after(LIMIT, Api::<EndpointSlice>::namespaced(client(&server), "ns1").get("svc-dddd"))
-        .await
-        .unwrap();
+    let typed = timeout_after(
+        LIMIT,
+        Api::<EndpointSlice>::namespaced(client(&server), "ns1").get("svc-dddd"),
+    )
+    .await
+    .unwrap();
     assert_eq!(typed.address_type, "IPv4");
     assert_eq!(typed.endpoints.len(), 2);
     assert_eq!(typed.endpoints[1].hostname.as_deref(), Some("web-0"));
-    assert_eq!(typed.endpoints[1].conditions.as_ref().unwrap().ready, Some(false));
+    assert_eq!(
+        typed.endpoints[1].conditions.as_ref().unwrap().ready,
+        Some(false)
+    );
     assert_eq!(typed.labels()["kubernetes.io/service-name"], "svc");
 }
 
@@ -355,7 +493,11 @@ async fn namespaced_endpointslice_watcher_sees_its_namespace_only() {
 async fn field_selector_on_name_picks_one_config_map() {
     subscribe();
     let server = FakeApiServer::start().await;
-    server.apply(config_map("kube-system", "kube-dns", &[("stubDomains", "{}")]));
+    server.apply(config_map(
+        "kube-system",
+        "kube-dns",
+        &[("stubDomains", "{}")],
+    ));
     server.apply(config_map("kube-system", "other", &[]));
     server.apply(config_map("default", "kube-dns", &[]));
     let api = Api::<ConfigMap>::namespaced(client(&server), "kube-system");
@@ -365,7 +507,11 @@ async fn field_selector_on_name_picks_one_config_map() {
     assert_eq!(seen, init_sequence(&["kube-system/kube-dns"]));
 
     server.apply(config_map("kube-system", "other", &[("a", "b")]));
-    server.apply(config_map("kube-system", "kube-dns", &[("upstreamNameservers", "[\"1.1.1.1\"]")]));
+    server.apply(config_map(
+        "kube-system",
+        "kube-dns",
+        &[("upstreamNameservers", "[\"1.1.1.1\"]")],
+    ));
     assert_eq!(next_clean(&mut events).await, "Apply kube-system/kube-dns");
 }
 
@@ -391,7 +537,10 @@ async fn raw_watch_replays_bookmarks_and_expires() {
     let first = server.apply(pod("ns", "p1", "10.2.0.1"));
     server.apply(pod("ns", "p2", "10.2.0.2"));
     let api = Api::<Pod>::namespaced(client(&server), "ns");
-    let from = first["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    let from = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let mut stream = timeout_after(LIMIT, api.watch(&WatchParams::default(), &from))
         .await
@@ -407,11 +556,16 @@ async fn raw_watch_replays_bookmarks_and_expires() {
     assert!(matches!(next().await, WatchEvent::Added(pod) if pod.name_any() == "p2"));
     server.bookmark();
     match next().await {
-        WatchEvent::Bookmark(bookmark) => assert_eq!(bookmark.metadata.resource_version, server.resource_version()),
+        WatchEvent::Bookmark(bookmark) => assert_eq!(
+            bookmark.metadata.resource_version,
+            server.resource_version()
+        ),
         other => panic!("expected a bookmark, got {other:?}"),
     }
     server.apply(pod("ns", "p1", "10.2.0.9"));
-    assert!(matches!(next().await, WatchEvent::Modified(pod) if pod.status.as_ref().unwrap().pod_ip.as_deref() == Some("10.2.0.9")));
+    assert!(
+        matches!(next().await, WatchEvent::Modified(pod) if pod.status.as_ref().unwrap().pod_ip.as_deref() == Some("10.2.0.9"))
+    );
     server.expire_history();
     match next().await {
         WatchEvent::Error(status) => {
@@ -419,7 +573,10 @@ async fn raw_watch_replays_bookmarks_and_expires() {
         }
         other => panic!("expected 410, got {other:?}"),
     }
-    assert!(timeout_after(LIMIT, stream.next()).await.is_none(), "watch ends after the error");
+    assert!(
+        timeout_after(LIMIT, stream.next()).await.is_none(),
+        "watch ends after the error"
+    );
 
     // Watching from before the expiry is refused inside a 200 stream.
     let mut stale = timeout_after(LIMIT, api.watch(&WatchParams::default(), &from))
@@ -428,6 +585,14 @@ async fn raw_watch_replays_bookmarks_and_expires() {
         .boxed();
     let event = timeout_after(LIMIT, stale.next()).await.unwrap().unwrap();
     assert!(matches!(event, WatchEvent::Error(status) if status.code == 410));
+
+    // `timeoutSeconds` ends the watch cleanly.
+    let short = WatchParams::default().timeout(1);
+    let mut ending = timeout_after(LIMIT, api.watch(&short, &server.resource_version()))
+        .await
+        .unwrap()
+        .boxed();
+    assert!(timeout_after(LIMIT, ending.next()).await.is_none());
 }
 
 #[tokio::test]
@@ -436,32 +601,78 @@ async fn discovery_and_endpointslice_fallback() {
     let server = FakeApiServer::start().await;
     let client = client(&server);
 
-    let version = timeout_after(LIMIT, client.apiserver_version()).await.unwrap();
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "33"));
-    let core = timeout_after(LIMIT, client.list_core_api_versions()).await.unwrap();
+    let version = timeout_after(LIMIT, client.apiserver_version())
+        .await
+        .unwrap();
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "33")
+    );
+    let core = timeout_after(LIMIT, client.list_core_api_versions())
+        .await
+        .unwrap();
     assert_eq!(core.versions, ["v1"]);
-    let core_resources = timeout_after(LIMIT, client.list_core_api_resources("v1")).await.unwrap();
-    let names: BTreeSet<&str> = core_resources.resources.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, BTreeSet::from(["configmaps", "endpoints", "namespaces", "pods", "services"]));
-    let groups = timeout_after(LIMIT, client.list_api_groups()).await.unwrap();
-    assert!(groups.groups.iter().any(|group| group.name == "discovery.k8s.io"));
-    let slices = timeout_after(LIMIT, client.list_api_group_resources("discovery.k8s.io/v1")).await.unwrap();
+    let core_resources = timeout_after(LIMIT, client.list_core_api_resources("v1"))
+        .await
+        .unwrap();
+    let names: BTreeSet<&str> = core_resources
+        .resources
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["configmaps", "endpoints", "namespaces", "pods", "services"])
+    );
+    let groups = timeout_after(LIMIT, client.list_api_groups())
+        .await
+        .unwrap();
+    assert!(
+        groups
+            .groups
+            .iter()
+            .any(|group| group.name == "discovery.k8s.io")
+    );
+    let slices = timeout_after(
+        LIMIT,
+        client.list_api_group_resources("discovery.k8s.io/v1"),
+    )
+    .await
+    .unwrap();
     assert_eq!(slices.resources[0].name, "endpointslices");
-    let discovery = timeout_after(LIMIT, kube::Discovery::new(client.clone()).run()).await.unwrap();
+    let discovery = timeout_after(LIMIT, kube::Discovery::new(client.clone()).run())
+        .await
+        .unwrap();
     assert!(discovery.has_group("discovery.k8s.io"));
 
     server.disable_endpointslices();
-    let groups = timeout_after(LIMIT, client.list_api_groups()).await.unwrap();
+    let groups = timeout_after(LIMIT, client.list_api_groups())
+        .await
+        .unwrap();
     assert!(groups.groups.is_empty());
-    let err = timeout_after(LIMIT, client.list_api_group_resources("discovery.k8s.io/v1"))
+    let err = timeout_after(
+        LIMIT,
+        client.list_api_group_resources("discovery.k8s.io/v1"),
+    )
+    .await
+    .expect_err("group is gone");
+    assert!(
+        matches!(&err, kube::Error::Api(status) if status.code == 404),
+        "{err:?}"
+    );
+    let err = timeout_after(
+        LIMIT,
+        Api::<EndpointSlice>::all(client.clone()).list(&ListParams::default()),
+    )
+    .await
+    .expect_err("group is gone");
+    assert!(
+        matches!(&err, kube::Error::Api(status) if status.code == 404),
+        "{err:?}"
+    );
+    let discovery = timeout_after(LIMIT, kube::Discovery::new(client.clone()).run())
         .await
-        .expect_err("group is gone");
-    assert!(matches!(&err, kube::Error::Api(status) if status.code == 404), "{err:?}");
-    let err = timeout_after(LIMIT, Api::<EndpointSlice>::all(client.clone()).list(&ListParams::default()))
-        .await
-        .expect_err("group is gone");
-    assert!(matches!(&err, kube::Error::Api(status) if status.code == 404), "{err:?}");
-    let discovery = timeout_after(LIMIT, kube::Discovery::new(client.clone()).run()).await.unwrap();
+        .unwrap();
     assert!(!discovery.has_group("discovery.k8s.io"));
 
     // The fallback: core v1 Endpoints.
@@ -472,10 +683,17 @@ async fn discovery_and_endpointslice_fallback() {
             .port("dns", 53, "UDP")
             .build(),
     );
-    let typed = timeout_after(LIMIT, Api::<Endpoints>::namespaced(client, "ns").get("svc")).await.unwrap();
+    let typed = timeout_after(LIMIT, Api::<Endpoints>::namespaced(client, "ns").get("svc"))
+        .await
+        .unwrap();
     let subset = &typed.subsets.unwrap()[0];
     assert_eq!(subset.addresses.as_ref().unwrap()[0].ip, "10.1.0.1");
-    assert_eq!(subset.not_ready_addresses.as_ref().unwrap()[0].hostname.as_deref(), Some("web-1"));
+    assert_eq!(
+        subset.not_ready_addresses.as_ref().unwrap()[0]
+            .hostname
+            .as_deref(),
+        Some("web-1")
+    );
 }
 
 #[tokio::test]
@@ -502,15 +720,30 @@ async fn typed_objects_from_fixtures() {
     assert_eq!(spec.ip_families.unwrap(), ["IPv4", "IPv6"]);
     assert_eq!(spec.publish_not_ready_addresses, Some(true));
     assert_eq!(spec.ports.unwrap()[1].name.as_deref(), Some("dns-tcp"));
-    let ext = timeout_after(LIMIT, services.get("ext")).await.unwrap().spec.unwrap();
-    assert_eq!((ext.type_.as_deref(), ext.external_name.as_deref()), (Some("ExternalName"), Some("x.example.com")));
-
-    let namespaces = timeout_after(LIMIT, Api::<Namespace>::all(client.clone()).list(&ListParams::default()))
+    let ext = timeout_after(LIMIT, services.get("ext"))
         .await
+        .unwrap()
+        .spec
         .unwrap();
+    assert_eq!(
+        (ext.type_.as_deref(), ext.external_name.as_deref()),
+        (Some("ExternalName"), Some("x.example.com"))
+    );
+
+    let namespaces = timeout_after(
+        LIMIT,
+        Api::<Namespace>::all(client.clone()).list(&ListParams::default()),
+    )
+    .await
+    .unwrap();
     assert_eq!(namespaces.items[0].name_any(), "ns");
-    let missing = timeout_after(LIMIT, services.get("nope")).await.expect_err("not found");
-    assert!(matches!(&missing, kube::Error::Api(status) if status.code == 404), "{missing:?}");
+    let missing = timeout_after(LIMIT, services.get("nope"))
+        .await
+        .expect_err("not found");
+    assert!(
+        matches!(&missing, kube::Error::Api(status) if status.code == 404),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test]

@@ -166,8 +166,7 @@ impl PtrTarget {
 }
 
 fn prepend(name: &Name, label: &str) -> Name {
-    name.prepend_label(label)
-        .unwrap_or_else(|_| name.clone())
+    name.prepend_label(label).unwrap_or_else(|_| name.clone())
 }
 
 /// One immutable snapshot of every record.
@@ -221,10 +220,7 @@ impl Records {
 
     /// The Service entry for a key.
     pub fn service(&self, key: &ObjectKey) -> Option<&Arc<ServiceEntry>> {
-        self.namespaces
-            .get(&key.namespace)?
-            .services
-            .get(&key.name)
+        self.namespaces.get(&key.namespace)?.services.get(&key.name)
     }
 
     /// Where `qname` belongs.
@@ -280,10 +276,9 @@ impl Records {
             [] => self.apex(qname, qtype),
             ["dns-version"] => match qtype {
                 RecordType::TXT | RecordType::ANY => Lookup::Answer {
-                    answers: vec![self.record(
-                        qname,
-                        RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_owned()])),
-                    )],
+                    answers: vec![
+                        self.record(qname, RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_owned()]))),
+                    ],
                     additionals: Vec::new(),
                 },
                 _ => Lookup::NoData,
@@ -336,7 +331,12 @@ impl Records {
         self.addresses(qname, qtype, ips.iter().copied())
     }
 
-    fn addresses(&self, qname: &Name, qtype: RecordType, ips: impl Iterator<Item = IpAddr>) -> Lookup {
+    fn addresses(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        ips: impl Iterator<Item = IpAddr>,
+    ) -> Lookup {
         let Some(family) = family_of(qtype) else {
             return Lookup::NoData;
         };
@@ -367,7 +367,9 @@ impl Records {
     ) -> Lookup {
         let info = &entry.info;
         match (&info.kind, below) {
-            (ServiceKind::ExternalName(target), []) => self.external_name(qname, qtype, target, depth),
+            (ServiceKind::ExternalName(target), []) => {
+                self.external_name(qname, qtype, target, depth)
+            }
             (ServiceKind::ExternalIp(ip), []) => self.addresses(qname, qtype, std::iter::once(*ip)),
             (ServiceKind::ClusterIp(ips), []) => {
                 if qtype == RecordType::SRV {
@@ -402,7 +404,9 @@ impl Records {
                     self.addresses(qname, qtype, ips.into_iter())
                 }
             }
-            (ServiceKind::ClusterIp(_) | ServiceKind::Headless, [proto]) if proto.starts_with('_') => {
+            (ServiceKind::ClusterIp(_) | ServiceKind::Headless, [proto])
+                if proto.starts_with('_') =>
+            {
                 if self.port_targets(entry, proto, None).is_empty() {
                     Lookup::NxDomain
                 } else {
@@ -478,7 +482,10 @@ impl Records {
                 for (slice, ep) in entry.serving_endpoints() {
                     for p in slice.ports.iter().filter(|p| matches(p)) {
                         let target = prepend(&entry.fqdn, &ep.label());
-                        match out.iter_mut().find(|(t, port, _)| *t == target && *port == p.port) {
+                        match out
+                            .iter_mut()
+                            .find(|(t, port, _)| *t == target && *port == p.port)
+                        {
                             Some((_, _, ips)) if !ips.contains(&ep.ip) => ips.push(ep.ip),
                             Some(_) => {}
                             None => out.push((target, p.port, vec![ep.ip])),
@@ -678,4 +685,3 @@ pub fn ptr_targets(entry: &ServiceEntry) -> Vec<(IpAddr, PtrTarget)> {
         _ => Vec::new(),
     }
 }
-

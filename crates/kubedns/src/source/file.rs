@@ -60,7 +60,8 @@ impl ClusterState {
             Resource::Endpoints,
             Resource::Pods,
         ];
-        let mut events: Vec<SourceEvent> = resources.iter().map(|r| SourceEvent::Init(*r)).collect();
+        let mut events: Vec<SourceEvent> =
+            resources.iter().map(|r| SourceEvent::Init(*r)).collect();
         events.extend(
             self.objects
                 .into_iter()
@@ -82,10 +83,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterState, Error> {
     } else {
         let mut docs = Vec::new();
         for doc in serde_yaml_ng::Deserializer::from_str(text) {
-            let value = <Value as serde::Deserialize>::deserialize(doc).map_err(|e| Error::Parse {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+            let value =
+                <Value as serde::Deserialize>::deserialize(doc).map_err(|e| Error::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
             if !value.is_null() {
                 docs.push(value);
             }
@@ -105,7 +107,8 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterState, Error> {
         let (resource, object) = match kind(&item) {
             "Service" => (
                 Resource::Services,
-                decode::<Service>(&item, &mut problems).and_then(|s| service_object(&s, &mut problems)),
+                decode::<Service>(&item, &mut problems)
+                    .and_then(|s| service_object(&s, &mut problems)),
             ),
             "EndpointSlice" => (
                 Resource::EndpointSlices,
@@ -123,7 +126,9 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterState, Error> {
             ),
             _ => continue,
         };
-        state.problems.extend(problems.into_iter().map(|p| (resource, p)));
+        state
+            .problems
+            .extend(problems.into_iter().map(|p| (resource, p)));
         if let Some(object) = object {
             state.objects.push((resource, object));
         }
@@ -150,7 +155,8 @@ fn flatten(value: Value, out: &mut Vec<Value>) {
             if let Some(Value::Array(items)) = map.remove("items") {
                 for mut item in items {
                     if let (Some(k), Some(obj)) = (&item_kind, item.as_object_mut()) {
-                        obj.entry("kind").or_insert_with(|| Value::String(k.clone()));
+                        obj.entry("kind")
+                            .or_insert_with(|| Value::String(k.clone()));
                     }
                     flatten(item, out);
                 }

@@ -12,8 +12,8 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource as KubeResource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -76,11 +76,15 @@ pub async fn client(access: &ApiAccess) -> Result<Client, Error> {
     let config = if let Some(url) = &access.master_url {
         // kube-dns expanded environment variables in the URL; `$VAR` forms are rare enough
         // that a plain URL is required here.
-        let uri = url.parse().map_err(|_| Error::MasterUrl { url: url.clone() })?;
+        let uri = url
+            .parse()
+            .map_err(|_| Error::MasterUrl { url: url.clone() })?;
         let mut config = kube::Config::new(uri);
         if let Some(path) = &access.kubeconfig {
             config = kubeconfig(path).await?;
-            config.cluster_url = url.parse().map_err(|_| Error::MasterUrl { url: url.clone() })?;
+            config.cluster_url = url
+                .parse()
+                .map_err(|_| Error::MasterUrl { url: url.clone() })?;
         }
         config
     } else if let Some(path) = &access.kubeconfig {
@@ -154,11 +158,15 @@ pub async fn run(
     let mut streams = Vec::new();
     for resource in resources {
         let stream = match resource {
-            Resource::Services => watch::<Service>(&client, resource, &metrics, service_object).boxed(),
+            Resource::Services => {
+                watch::<Service>(&client, resource, &metrics, service_object).boxed()
+            }
             Resource::EndpointSlices => {
                 watch::<EndpointSlice>(&client, resource, &metrics, slice_object).boxed()
             }
-            Resource::Endpoints => watch::<Endpoints>(&client, resource, &metrics, endpoints_object).boxed(),
+            Resource::Endpoints => {
+                watch::<Endpoints>(&client, resource, &metrics, endpoints_object).boxed()
+            }
             Resource::Pods => watch::<Pod>(&client, resource, &metrics, pod_object).boxed(),
         };
         streams.push(stream);
@@ -227,7 +235,9 @@ where
             metrics.watch_event(resource, "relist");
             Some(SourceEvent::Init(resource))
         }
-        Event::InitApply(obj) => project(&obj, &mut problems).map(|o| SourceEvent::InitApply(resource, o)),
+        Event::InitApply(obj) => {
+            project(&obj, &mut problems).map(|o| SourceEvent::InitApply(resource, o))
+        }
         Event::InitDone => {
             tracing::info!(resource = resource.as_str(), "listed");
             Some(SourceEvent::InitDone(resource))

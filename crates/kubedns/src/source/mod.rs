@@ -13,7 +13,11 @@ use crate::model::{self, Problem};
 use crate::store::{Object, Resource};
 
 /// Reports the problems of one projection: a warning each and the malformed-object counter.
-pub(crate) fn report(problems: Vec<Problem>, metrics: &crate::metrics::Metrics, resource: Resource) {
+pub(crate) fn report(
+    problems: Vec<Problem>,
+    metrics: &crate::metrics::Metrics,
+    resource: Resource,
+) {
     for p in problems {
         tracing::warn!(object = %p.object, problem = %p.what, "skipping malformed field");
         metrics.malformed(resource);

@@ -18,7 +18,11 @@ use kubedns::store::Writer;
 use serde_json::{Value, json};
 
 /// A ready zone over `objects` (fixture JSON), forwarding to `upstreams`.
-pub fn zone_with(objects: Vec<Value>, pod_records: PodRecords, upstreams: Vec<SocketAddr>) -> ClusterZone {
+pub fn zone_with(
+    objects: Vec<Value>,
+    pod_records: PodRecords,
+    upstreams: Vec<SocketAddr>,
+) -> ClusterZone {
     let text = json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string();
     let state = file::parse(&text, Path::new("fixture")).expect("fixture parses");
     let zone_name = Name::from_ascii("cluster.local.").expect("valid zone");
@@ -48,11 +52,85 @@ pub fn zone(objects: Vec<Value>) -> ClusterZone {
 pub async fn ask(zone: &ClusterZone, name: &str, qtype: RecordType) -> Message {
     let mut message = Message::query();
     message.metadata.recursion_desired = true;
-    message.add_query(Query::query(Name::from_ascii(name).expect("valid name"), qtype));
+    message.add_query(Query::query(
+        Name::from_ascii(name).expect("valid name"),
+        qtype,
+    ));
     zone.handle(Request {
         message,
         src: "127.0.0.1:5353".parse().expect("valid address"),
         protocol: Protocol::Udp,
     })
     .await
+}
+
+/// Command-line arguments for an in-process kubedns on ephemeral loopback ports.
+pub fn loopback_args(extra: &[&str]) -> kubedns::Args {
+    use clap::Parser;
+    let mut argv = vec![
+        "kubedns",
+        "--dns-bind-address",
+        "127.0.0.1",
+        "--dns-port",
+        "0",
+        "--http-bind-address",
+        "127.0.0.1",
+        "--healthz-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--cluster-state-period",
+        "50ms",
+    ];
+    argv.extend_from_slice(extra);
+    kubedns::Args::try_parse_from(argv).expect("valid test arguments")
+}
+
+/// A plain HTTP/1.0 GET: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("HTTP connect");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("HTTP write");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("HTTP read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A query for `name`/`qtype`.
+pub fn query(name: &str, qtype: RecordType) -> Message {
+    kdns_net::query_message(name, qtype).expect("valid query")
+}
+
+/// Polls `check` every 20 ms until it returns true; panics after `limit` (a hang guard only).
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

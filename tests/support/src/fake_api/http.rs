@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 
 use super::resources::{self, DISCOVERY_GROUP, RESOURCES};
 use super::selector::Filter;
-use super::{ListSnapshot, Shared, Watch, WatchFrame, bookmark_line, expired_line, reason_for, status_object};
+use super::{
+    ListSnapshot, Shared, Watch, WatchFrame, bookmark_line, expired_line, reason_for, status_object,
+};
 
 /// The watch length when the client sends no `timeoutSeconds` (the real server
 /// picks 30–60 minutes).
@@ -32,7 +34,9 @@ type QueryParams = HashMap<String, String>;
 /// Accepts connections until shutdown; each connection also ends when the
 /// server's current connection token is cancelled (a simulated restart).
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(Arc::clone(&shared));
     loop {
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => return,
@@ -69,7 +73,9 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let target = uri.path_and_query().map_or(uri.path(), |target| target.as_str());
+    let target = uri
+        .path_and_query()
+        .map_or(uri.path(), |target| target.as_str());
     let failure = {
         let mut state = shared.lock();
         state.requests.push(format!("{method} {target}"));
@@ -82,12 +88,17 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if method != Method::GET {
         return status_response(405, &format!("{method} is not supported"));
     }
-    let query: QueryParams = Query::try_from_uri(&uri).map(|Query(query)| query).unwrap_or_default();
+    let query: QueryParams = Query::try_from_uri(&uri)
+        .map(|Query(query)| query)
+        .unwrap_or_default();
     route(&shared, uri.path(), &query)
 }
 
 fn route(shared: &Arc<Shared>, path: &str, query: &QueryParams) -> Response {
-    let segments: Vec<&str> = path.split('/').filter(|segment| !segment.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .collect();
     let slices_disabled = shared.lock().endpointslices_disabled;
     let group_served =
         |group: &str| resources::is_group(group) && !(slices_disabled && group == DISCOVERY_GROUP);
@@ -95,11 +106,17 @@ fn route(shared: &Arc<Shared>, path: &str, query: &QueryParams) -> Response {
         ["version"] => json_response(StatusCode::OK, &resources::version_info()),
         ["api"] => json_response(StatusCode::OK, &resources::api_versions(shared.addr)),
         ["apis"] => {
-            let hidden: &[&str] = if slices_disabled { &[DISCOVERY_GROUP] } else { &[] };
+            let hidden: &[&str] = if slices_disabled {
+                &[DISCOVERY_GROUP]
+            } else {
+                &[]
+            };
             json_response(StatusCode::OK, &resources::api_group_list(hidden))
         }
         ["api", version, rest @ ..] => group_version(shared, "", version, rest, query, path),
-        ["apis", group] if group_served(group) => json_response(StatusCode::OK, &resources::api_group(group)),
+        ["apis", group] if group_served(group) => {
+            json_response(StatusCode::OK, &resources::api_group(group))
+        }
         ["apis", group, version, rest @ ..] if group_served(group) => {
             group_version(shared, group, version, rest, query, path)
         }
@@ -119,16 +136,22 @@ fn group_version(
         return not_found(path);
     }
     let find = |plural: &str, namespaced: bool| {
-        resources::by_path(group, version, plural).filter(|&index| !namespaced || RESOURCES[index].namespaced)
+        resources::by_path(group, version, plural)
+            .filter(|&index| !namespaced || RESOURCES[index].namespaced)
     };
     match rest {
-        [] => json_response(StatusCode::OK, &resources::api_resource_list(group, version)),
+        [] => json_response(
+            StatusCode::OK,
+            &resources::api_resource_list(group, version),
+        ),
         [plural] => match find(plural, false) {
             Some(resource) => collection(shared, resource, None, query),
             None => not_found(path),
         },
         [plural, name] => match find(plural, false) {
-            Some(resource) if !RESOURCES[resource].namespaced => get_object(shared, resource, "", name),
+            Some(resource) if !RESOURCES[resource].namespaced => {
+                get_object(shared, resource, "", name)
+            }
             _ => not_found(path),
         },
         ["namespaces", namespace, plural] => match find(plural, true) {
@@ -143,7 +166,12 @@ fn group_version(
     }
 }
 
-fn collection(shared: &Arc<Shared>, resource: usize, namespace: Option<&str>, query: &QueryParams) -> Response {
+fn collection(
+    shared: &Arc<Shared>,
+    resource: usize,
+    namespace: Option<&str>,
+    query: &QueryParams,
+) -> Response {
     let param = |name: &str| query.get(name).map(String::as_str);
     let filter = Filter::new(namespace, param("fieldSelector"), param("labelSelector"));
     if matches!(param("watch"), Some("true" | "1")) {
@@ -161,7 +189,11 @@ fn get_object(shared: &Arc<Shared>, resource: usize, namespace: &str, name: &str
         Some(object) => json_response(StatusCode::OK, &object),
         None => {
             let def = &RESOURCES[resource];
-            let mut body = status_object(404, "NotFound", &format!("{} \"{name}\" not found", def.plural));
+            let mut body = status_object(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", def.plural),
+            );
             body["details"] = json!({ "name": name, "group": def.group, "kind": def.plural });
             json_response(StatusCode::NOT_FOUND, &body)
         }
@@ -172,8 +204,15 @@ fn get_object(shared: &Arc<Shared>, resource: usize, namespace: &str, name: &str
 /// tokens page through that snapshot, so pages are consistent with the
 /// resourceVersion the first page reported, as with a real API server.
 fn list(shared: &Arc<Shared>, resource: usize, filter: Filter, query: &QueryParams) -> Response {
-    let param = |name: &str| query.get(name).map(String::as_str).filter(|value| !value.is_empty());
-    let limit = param("limit").and_then(|limit| limit.parse::<usize>().ok()).filter(|&limit| limit > 0);
+    let param = |name: &str| {
+        query
+            .get(name)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    };
+    let limit = param("limit")
+        .and_then(|limit| limit.parse::<usize>().ok())
+        .filter(|&limit| limit > 0);
     let mut state = shared.lock();
 
     let (snapshot_id, start) = match param("continue") {
@@ -182,7 +221,11 @@ fn list(shared: &Arc<Shared>, resource: usize, filter: Filter, query: &QueryPara
                 return status_response(400, &format!("invalid continue token {token:?}"));
             };
             match state.snapshots.get(&id) {
-                Some(snapshot) if snapshot.resource == resource && offset <= snapshot.items.len() => (id, offset),
+                Some(snapshot)
+                    if snapshot.resource == resource && offset <= snapshot.items.len() =>
+                {
+                    (id, offset)
+                }
                 Some(_) => return status_response(400, "continue token is for another list"),
                 None => {
                     let message = "The provided continue parameter is too old to display a consistent list \
@@ -203,7 +246,8 @@ fn list(shared: &Arc<Shared>, resource: usize, filter: Filter, query: &QueryPara
                     return status_response(410, &message);
                 }
                 if wanted > current {
-                    let message = format!("Too large resource version: {wanted}, current: {current}");
+                    let message =
+                        format!("Too large resource version: {wanted}, current: {current}");
                     return status_response(504, &message);
                 }
             }
@@ -304,7 +348,10 @@ fn watch(shared: &Arc<Shared>, resource: usize, filter: Filter, query: &QueryPar
     };
     let mut state = shared.lock();
     if from.is_empty() || from == "0" {
-        for object in state.objects[resource].values().filter(|object| filter.matches(object)) {
+        for object in state.objects[resource]
+            .values()
+            .filter(|object| filter.matches(object))
+        {
             send(super::event_line("ADDED", object));
         }
         if send_initial_events {
@@ -322,7 +369,10 @@ fn watch(shared: &Arc<Shared>, resource: usize, filter: Filter, query: &QueryPar
             return watch_response(receiver, None, timeout);
         }
         for event in &state.history {
-            if event.resource_version > start && event.resource == resource && filter.matches(&event.object) {
+            if event.resource_version > start
+                && event.resource == resource
+                && filter.matches(&event.object)
+            {
                 send(event.line.clone());
             }
         }
@@ -353,7 +403,10 @@ struct WatchRegistration {
 
 impl Drop for WatchRegistration {
     fn drop(&mut self) {
-        self.shared.lock().watches.retain(|watch| watch.id != self.id);
+        self.shared
+            .lock()
+            .watches
+            .retain(|watch| watch.id != self.id);
         self.shared.changed.notify_waiters();
     }
 }
@@ -385,7 +438,9 @@ fn watch_response(
             Some(WatchFrame::Line(line)) => Some((Ok(line), Some(feed))),
             Some(WatchFrame::Partial(bytes)) => Some((Ok(bytes), None)),
             // A body error makes hyper drop the connection without the last chunk.
-            Some(WatchFrame::Abort) => Some((Err(std::io::Error::other("connection dropped")), None)),
+            Some(WatchFrame::Abort) => {
+                Some((Err(std::io::Error::other("connection dropped")), None))
+            }
             None => None,
         }
     });
@@ -400,7 +455,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(body).expect("a JSON value always serializes")))
+        .body(Body::from(
+            serde_json::to_vec(body).expect("a JSON value always serializes"),
+        ))
         .expect("static response parts are valid")
 }
 
@@ -410,7 +467,10 @@ fn status_response(code: u16, message: &str) -> Response {
 }
 
 fn not_found(path: &str) -> Response {
-    status_response(404, &format!("the server could not find the requested resource ({path})"))
+    status_response(
+        404,
+        &format!("the server could not find the requested resource ({path})"),
+    )
 }
 
 #[cfg(test)]

@@ -267,7 +267,9 @@ impl FakeApiServer {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind 127.0.0.1:0 for the fake API server");
-        let addr = listener.local_addr().expect("bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let shutdown = CancellationToken::new();
         let state = State {
             resource_version: 1,
@@ -322,7 +324,10 @@ impl FakeApiServer {
             .unwrap_or_else(|| panic!("{kind} without metadata.name: {object}"))
             .to_owned();
         let namespace = if def.namespaced {
-            let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+            let namespace = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned();
             object["metadata"]["namespace"] = json!(namespace);
             namespace
         } else {
@@ -331,7 +336,9 @@ impl FakeApiServer {
 
         let mut state = self.shared.lock();
         let key = (namespace, name);
-        let previous = state.objects[resource].get(&key).map(|old| old["metadata"].clone());
+        let previous = state.objects[resource]
+            .get(&key)
+            .map(|old| old["metadata"].clone());
         for field in ["uid", "creationTimestamp"] {
             if object["metadata"][field].is_null() {
                 let value = match previous.as_ref().map(|old| &old[field]) {
@@ -346,7 +353,11 @@ impl FakeApiServer {
         }
         state.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
-        let event_type = if previous.is_some() { EventType::Modified } else { EventType::Added };
+        let event_type = if previous.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         state.objects[resource].insert(key, object.clone());
         state.publish(resource, event_type, object.clone());
         drop(state);
@@ -360,9 +371,15 @@ impl FakeApiServer {
     /// resourceVersion. Returns whether it existed.
     pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> bool {
         let resource = resource_index(api_version, kind);
-        let namespace = if RESOURCES[resource].namespaced { namespace } else { "" };
+        let namespace = if RESOURCES[resource].namespaced {
+            namespace
+        } else {
+            ""
+        };
         let mut state = self.shared.lock();
-        let Some(mut object) = state.objects[resource].remove(&(namespace.to_owned(), name.to_owned())) else {
+        let Some(mut object) =
+            state.objects[resource].remove(&(namespace.to_owned(), name.to_owned()))
+        else {
             return false;
         };
         state.resource_version += 1;
@@ -376,7 +393,11 @@ impl FakeApiServer {
     /// The stored object, if any; `namespace` is ignored for cluster-scoped types.
     pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let resource = resource_index(api_version, kind);
-        let namespace = if RESOURCES[resource].namespaced { namespace } else { "" };
+        let namespace = if RESOURCES[resource].namespaced {
+            namespace
+        } else {
+            ""
+        };
         self.shared.lock().objects[resource]
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
@@ -392,9 +413,11 @@ impl FakeApiServer {
     pub fn bookmark(&self) {
         let state = self.shared.lock();
         for watch in state.watches.iter().filter(|watch| watch.bookmarks) {
-            let _ = watch
-                .sender
-                .send(WatchFrame::Line(bookmark_line(watch.resource, state.resource_version, false)));
+            let _ = watch.sender.send(WatchFrame::Line(bookmark_line(
+                watch.resource,
+                state.resource_version,
+                false,
+            )));
         }
     }
 
@@ -433,6 +456,10 @@ impl FakeApiServer {
     /// While `true`, every request is answered with the failure status (503 unless
     /// changed by [`FakeApiServer::set_failure_status`]) and a `Status` body; turning
     /// it on also ends every open watch.
+    ///
+    /// kube's client retries 429, 503 and 504 by itself (up to 15 times, backing off
+    /// from 5 ms), so with 503 a watcher sees no error unless the outage outlasts
+    /// those retries; use 500 to make the failure reach the caller at once.
     pub fn set_unavailable(&self, unavailable: bool) {
         let mut state = self.shared.lock();
         state.unavailable = unavailable;
@@ -538,6 +565,8 @@ impl Drop for FakeApiServer {
 
 impl std::fmt::Debug for FakeApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeApiServer").field("addr", &self.shared.addr).finish()
+        f.debug_struct("FakeApiServer")
+            .field("addr", &self.shared.addr)
+            .finish()
     }
 }

@@ -18,7 +18,10 @@ impl Requirement {
             return None;
         }
         if let Some((key, value)) = term.split_once("!=") {
-            return Some(Self::NotEquals(key.trim().to_owned(), value.trim().to_owned()));
+            return Some(Self::NotEquals(
+                key.trim().to_owned(),
+                value.trim().to_owned(),
+            ));
         }
         if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
             return Some(Self::Equals(key.trim().to_owned(), value.trim().to_owned()));
@@ -31,7 +34,10 @@ impl Requirement {
 
     fn key(&self) -> &str {
         match self {
-            Self::Equals(key, _) | Self::NotEquals(key, _) | Self::Exists(key) | Self::NotExists(key) => key,
+            Self::Equals(key, _)
+            | Self::NotEquals(key, _)
+            | Self::Exists(key)
+            | Self::NotExists(key) => key,
         }
     }
 
@@ -59,15 +65,23 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    pub fn new(namespace: Option<&str>, field_selector: Option<&str>, label_selector: Option<&str>) -> Self {
+    pub fn new(
+        namespace: Option<&str>,
+        field_selector: Option<&str>,
+        label_selector: Option<&str>,
+    ) -> Self {
         let fields = field_selector
             .into_iter()
             .flat_map(|selector| selector.split(','))
             .filter_map(Requirement::parse)
-            .filter(|requirement| matches!(requirement.key(), "metadata.name" | "metadata.namespace"))
+            .filter(|requirement| {
+                matches!(requirement.key(), "metadata.name" | "metadata.namespace")
+            })
             .collect();
         let labels = match label_selector {
-            Some(selector) if !selector.contains('(') => selector.split(',').filter_map(Requirement::parse).collect(),
+            Some(selector) if !selector.contains('(') => {
+                selector.split(',').filter_map(Requirement::parse).collect()
+            }
             _ => Vec::new(),
         };
         Self {

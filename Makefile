@@ -1,0 +1,37 @@
+# Thin wrappers over cargo and the scripts in scripts/. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help build run test test-deps lint fmt bench bench-quick bench-kubedns clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## Build the three binaries (release)
+	$(CARGO) build --release --bins
+
+run: build ## Run kubedns, dnsmasq-rs and healthz on loopback, fed by the demo cluster-state file
+	scripts/run-local.sh
+
+test-deps: ## Install what the tests need (dig, dnsmasq, dnsperf)
+	scripts/install-test-deps.sh
+
+test: test-deps ## Install test dependencies, check formatting and lints, run every test
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+lint: ## Formatting and clippy
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+bench-kubedns: test-deps ## dnsperf against kubedns with a synthetic cluster (10,000 Services)
+	scripts/bench-kubedns.sh
+
+bench: bench-kubedns ## Every benchmark
+
+clean: ## Remove build output
+	$(CARGO) clean
