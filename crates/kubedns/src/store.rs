@@ -130,6 +130,8 @@ pub struct Writer {
     synced: HashSet<Resource>,
     dirty: HashSet<ObjectKey>,
     pending: Published,
+    /// Pod records changed since the last publish.
+    pods_changed: bool,
     record_count: usize,
 }
 
@@ -149,6 +151,7 @@ impl Writer {
             synced: HashSet::new(),
             dirty: HashSet::new(),
             pending: Published::default(),
+            pods_changed: false,
             record_count: 0,
         }
     }
@@ -287,6 +290,7 @@ impl Writer {
     }
 
     fn add_pod(&mut self, pod: Arc<PodInfo>) {
+        self.note_pod_names(&pod);
         for ip in &pod.ips {
             let shard = self.records.pods.shard_mut(ip);
             let namespaces = shard.entry(*ip).or_default();
@@ -302,6 +306,7 @@ impl Writer {
         let Some(old) = self.pods.remove(key) else {
             return;
         };
+        self.note_pod_names(&old);
         for ip in &old.ips {
             let shard = self.records.pods.shard_mut(ip);
             if let Some(namespaces) = shard.get_mut(ip) {
@@ -402,6 +407,21 @@ impl Writer {
         }
     }
 
+    /// Notes `<dashed-ip>.<ns>.pod.<zone>` for each of a Pod's addresses.
+    fn note_pod_names(&mut self, pod: &PodInfo) {
+        self.pods_changed = true;
+        for ip in &pod.ips {
+            let dashed = match ip {
+                IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
+                IpAddr::V6(v6) => v6.to_string().replace(':', "-"),
+            };
+            let rel = Name::from_labels([dashed.as_bytes(), pod.key.namespace.as_bytes(), b"pod"]);
+            if let Ok(name) = rel.and_then(|r| r.append_name(self.records.zone())) {
+                self.note_changed(name);
+            }
+        }
+    }
+
     fn note_changed(&mut self, name: Name) {
         let names = &mut self.pending.names;
         if self.pending.names_overflow || names.contains(&name) {
@@ -419,7 +439,8 @@ impl Writer {
     pub fn publish(&mut self) -> Published {
         self.rebuild_dirty();
         let published = std::mem::take(&mut self.pending);
-        if !published.services.is_empty() || !published.first_synced.is_empty() {
+        let pods_changed = std::mem::take(&mut self.pods_changed);
+        if pods_changed || !published.services.is_empty() || !published.first_synced.is_empty() {
             self.records.serial = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
