@@ -66,7 +66,10 @@ pub fn init_tracing(format: LogFormat, klog_verbosity: u8) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not turn a log line into a panic (tracing-subscriber reports
+        // write errors with `eprintln!`, which panics when stderr is gone).
+        .log_internal_errors(false);
     // A second initialisation (tests, embedding) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -83,8 +86,8 @@ pub fn shutdown_signal() -> CancellationToken {
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received; draining");
         cancel.cancel();
+        tracing::info!("shutdown signal received; draining");
         wait_for_signal().await;
         tracing::warn!("second shutdown signal; exiting now");
         std::process::exit(1);

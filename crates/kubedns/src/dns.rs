@@ -33,6 +33,11 @@ impl ClusterZone {
         }
     }
 
+    /// The forwarder for names outside the cluster.
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
     /// Marks the first full sync: cluster names are answered from then on.
     pub fn set_ready(&self) {
         self.ready.store(true, std::sync::atomic::Ordering::Release);

@@ -73,10 +73,6 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
     if args.profiling {
         tracing::warn!("--profiling is accepted but no profiling endpoints are served");
     }
-    if !args.config_map.is_empty() {
-        tracing::warn!(config_map = %args.config_map, "--config-map is not supported; mount the ConfigMap and use --config-dir");
-    }
-
     let forwarder = Forwarder::new(Upstreams::default(), args.upstream_timeout);
     start_config(&args, &forwarder, &metrics, &shutdown)?;
 
@@ -148,6 +144,18 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
             kubeconfig: args.kubecfg_file.clone(),
         };
         let client = source::kube::client(&access).await?;
+        if !args.config_map.is_empty() {
+            let forwarder = zone.forwarder().clone();
+            let fallback = fallback_servers(&args)?;
+            tokio::spawn(source::kube::watch_config_map(
+                client.clone(),
+                args.config_map_namespace.clone(),
+                args.config_map.clone(),
+                metrics.clone(),
+                move |config| forwarder.set_upstreams(upstreams(&config, fallback())),
+                shutdown.clone(),
+            ));
+        }
         let (wanted, pod_records) = (args.endpoints_source, args.pod_records);
         let (metrics, zone, shutdown) = (metrics.clone(), zone.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -287,12 +295,12 @@ async fn warn_if_not_synced(readiness: Readiness, after: Duration, shutdown: Can
     }
 }
 
-fn start_config(
+/// The upstreams used when the configuration names none: `--nameservers`, else resolv.conf
+/// (read each time, so that a configuration change also picks up a changed resolv.conf, as
+/// kube-dns did).
+fn fallback_servers(
     args: &Args,
-    forwarder: &Forwarder,
-    metrics: &Metrics,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<impl Fn() -> Vec<SocketAddr> + Send + Sync + 'static> {
     let flag_servers = if args.nameservers.is_empty() {
         Vec::new()
     } else {
@@ -300,7 +308,7 @@ fn start_config(
             .with_context(|| format!("invalid --nameservers {:?}", args.nameservers))?
     };
     let resolv_conf = args.resolv_conf.clone();
-    let fallback = move || -> Vec<SocketAddr> {
+    Ok(move || -> Vec<SocketAddr> {
         if !flag_servers.is_empty() {
             return flag_servers.clone();
         }
@@ -311,7 +319,16 @@ fn start_config(
                 Vec::new()
             }
         }
-    };
+    })
+}
+
+fn start_config(
+    args: &Args,
+    forwarder: &Forwarder,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let fallback = fallback_servers(args)?;
     let Some(dir) = args.config_dir.clone() else {
         forwarder.set_upstreams(upstreams(&DnsConfig::default(), fallback()));
         return Ok(());

@@ -164,7 +164,7 @@ pub fn hash_label_text(hash: u32) -> String {
 
 /// The hash a label names, if it is a hash label (the inverse of [`hash_label_text`]).
 pub fn parse_hash_label(label: &str) -> Option<u32> {
-    if label.len() % 2 != 0 || label.len() > 16 || label.is_empty() {
+    if !label.len().is_multiple_of(2) || label.len() > 16 || label.is_empty() {
         return None;
     }
     let mut text = String::with_capacity(label.len() / 2);

@@ -30,7 +30,12 @@ impl Drop for Cluster {
 
 async fn cluster_with(prepare: impl FnOnce(&FakeApiServer), extra: &[&str]) -> Cluster {
     let api = FakeApiServer::start().await;
-    api.apply(service("default", "kubernetes").cluster_ip("10.96.0.1").port("https", 443, "TCP").build());
+    api.apply(
+        service("default", "kubernetes")
+            .cluster_ip("10.96.0.1")
+            .port("https", 443, "TCP")
+            .build(),
+    );
     prepare(&api);
     let url = api.url();
     let mut args = vec!["--kube-master-url", url.as_str()];
@@ -45,7 +50,11 @@ async fn cluster_with(prepare: impl FnOnce(&FakeApiServer), extra: &[&str]) -> C
         async move { r.is_ready() }
     })
     .await;
-    Cluster { api, running, shutdown }
+    Cluster {
+        api,
+        running,
+        shutdown,
+    }
 }
 
 async fn cluster() -> Cluster {
@@ -67,7 +76,8 @@ async fn addresses(dns: SocketAddr, name: &str) -> Result<Vec<String>, ResponseC
 }
 
 async fn wait_for(dns: SocketAddr, name: &str, want: Result<Vec<&str>, ResponseCode>) {
-    let want: Result<Vec<String>, ResponseCode> = want.map(|v| v.into_iter().map(String::from).collect());
+    let want: Result<Vec<String>, ResponseCode> =
+        want.map(|v| v.into_iter().map(String::from).collect());
     let what = format!("{name} → {want:?}");
     eventually(WAIT, &what, || {
         let want = want.clone();
@@ -83,22 +93,42 @@ const HEADLESS: &str = "db.shop.svc.cluster.local.";
 async fn answers_follow_added_modified_and_deleted_objects() {
     let c = cluster().await;
     let dns = c.running.dns;
-    wait_for(dns, "kubernetes.default.svc.cluster.local.", Ok(vec!["10.96.0.1"])).await;
-    c.api.apply(service("shop", "web").cluster_ip("10.96.1.1").build());
+    wait_for(
+        dns,
+        "kubernetes.default.svc.cluster.local.",
+        Ok(vec!["10.96.0.1"]),
+    )
+    .await;
+    c.api
+        .apply(service("shop", "web").cluster_ip("10.96.1.1").build());
     wait_for(dns, SVC, Ok(vec!["10.96.1.1"])).await;
-    c.api.apply(service("shop", "web").cluster_ip("10.96.1.2").build());
+    c.api
+        .apply(service("shop", "web").cluster_ip("10.96.1.2").build());
     wait_for(dns, SVC, Ok(vec!["10.96.1.2"])).await;
     c.api.delete("v1", "Service", "shop", "web");
     wait_for(dns, SVC, Err(ResponseCode::NXDomain)).await;
 
     c.api.apply(service("shop", "db").headless().build());
-    c.api.apply(endpoint_slice("shop", "db-a", "db").endpoint("10.244.0.1", true).build());
+    c.api.apply(
+        endpoint_slice("shop", "db-a", "db")
+            .endpoint("10.244.0.1", true)
+            .build(),
+    );
     wait_for(dns, HEADLESS, Ok(vec!["10.244.0.1"])).await;
-    c.api.apply(endpoint_slice("shop", "db-b", "db").endpoint("10.244.0.2", true).build());
+    c.api.apply(
+        endpoint_slice("shop", "db-b", "db")
+            .endpoint("10.244.0.2", true)
+            .build(),
+    );
     wait_for(dns, HEADLESS, Ok(vec!["10.244.0.1", "10.244.0.2"])).await;
-    c.api.apply(endpoint_slice("shop", "db-a", "db").endpoint("10.244.0.1", false).build());
+    c.api.apply(
+        endpoint_slice("shop", "db-a", "db")
+            .endpoint("10.244.0.1", false)
+            .build(),
+    );
     wait_for(dns, HEADLESS, Ok(vec!["10.244.0.2"])).await;
-    c.api.delete("discovery.k8s.io/v1", "EndpointSlice", "shop", "db-b");
+    c.api
+        .delete("discovery.k8s.io/v1", "EndpointSlice", "shop", "db-b");
     wait_for(dns, HEADLESS, Err(ResponseCode::NXDomain)).await;
 }
 
@@ -109,10 +139,12 @@ async fn closed_watches_and_bookmarks_lose_nothing() {
     c.api.wait_for_watches("services", 1).await;
     c.api.bookmark();
     c.api.close_watches();
-    c.api.apply(service("shop", "web").cluster_ip("10.96.1.1").build());
+    c.api
+        .apply(service("shop", "web").cluster_ip("10.96.1.1").build());
     wait_for(dns, SVC, Ok(vec!["10.96.1.1"])).await;
     c.api.send_partial_line();
-    c.api.apply(service("shop", "web").cluster_ip("10.96.1.3").build());
+    c.api
+        .apply(service("shop", "web").cluster_ip("10.96.1.3").build());
     wait_for(dns, SVC, Ok(vec!["10.96.1.3"])).await;
 }
 
@@ -133,25 +165,41 @@ async fn a_410_gone_relists_and_drops_what_was_deleted_while_the_watch_was_down(
     c.api.set_failure_status(500);
     c.api.set_unavailable(true);
     c.api.delete("v1", "Service", "shop", "old");
-    c.api.apply(service("shop", "web").cluster_ip("10.96.1.2").build());
+    c.api
+        .apply(service("shop", "web").cluster_ip("10.96.1.2").build());
     c.api.expire_history();
     // While the API is away, the last good records keep serving.
-    assert_eq!(addresses(dns, "old.shop.svc.cluster.local.").await, Ok(vec!["10.96.1.9".to_owned()]));
+    assert_eq!(
+        addresses(dns, "old.shop.svc.cluster.local.").await,
+        Ok(vec!["10.96.1.9".to_owned()])
+    );
     c.api.set_unavailable(false);
     wait_for(dns, SVC, Ok(vec!["10.96.1.2"])).await;
-    wait_for(dns, "old.shop.svc.cluster.local.", Err(ResponseCode::NXDomain)).await;
-    wait_for(dns, "kubernetes.default.svc.cluster.local.", Ok(vec!["10.96.0.1"])).await;
+    wait_for(
+        dns,
+        "old.shop.svc.cluster.local.",
+        Err(ResponseCode::NXDomain),
+    )
+    .await;
+    wait_for(
+        dns,
+        "kubernetes.default.svc.cluster.local.",
+        Ok(vec!["10.96.0.1"]),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_api_server_restart_ends_with_exactly_its_state() {
     let c = cluster().await;
     let dns = c.running.dns;
-    c.api.apply(service("shop", "web").cluster_ip("10.96.1.1").build());
+    c.api
+        .apply(service("shop", "web").cluster_ip("10.96.1.1").build());
     wait_for(dns, SVC, Ok(vec!["10.96.1.1"])).await;
     c.api.restart();
     c.api.delete("v1", "Service", "shop", "web");
-    c.api.apply(service("shop", "new").cluster_ip("10.96.1.4").build());
+    c.api
+        .apply(service("shop", "new").cluster_ip("10.96.1.4").build());
     wait_for(dns, "new.shop.svc.cluster.local.", Ok(vec!["10.96.1.4"])).await;
     wait_for(dns, SVC, Err(ResponseCode::NXDomain)).await;
     let (status, _) = http_get(c.running.healthz, "/readiness").await;
@@ -164,31 +212,67 @@ async fn without_endpointslices_core_v1_endpoints_are_watched() {
         |api| {
             api.disable_endpointslices();
             api.apply(service("shop", "db").headless().build());
-            api.apply(endpoints("shop", "db").address("10.244.0.7", true).address("10.244.0.8", false).build());
+            api.apply(
+                endpoints("shop", "db")
+                    .address("10.244.0.7", true)
+                    .address("10.244.0.8", false)
+                    .build(),
+            );
         },
         &[],
     )
     .await;
     let dns = c.running.dns;
     wait_for(dns, HEADLESS, Ok(vec!["10.244.0.7"])).await;
-    c.api.apply(endpoints("shop", "db").address("10.244.0.7", true).address("10.244.0.8", true).build());
+    c.api.apply(
+        endpoints("shop", "db")
+            .address("10.244.0.7", true)
+            .address("10.244.0.8", true)
+            .build(),
+    );
     wait_for(dns, HEADLESS, Ok(vec!["10.244.0.7", "10.244.0.8"])).await;
     let requests = c.api.requests();
-    assert!(requests.iter().any(|r| r.contains("/api/v1/endpoints")), "{requests:?}");
-    assert!(!requests.iter().any(|r| r.contains("/apis/discovery.k8s.io/v1/endpointslices")), "{requests:?}");
+    assert!(
+        requests.iter().any(|r| r.contains("/api/v1/endpoints")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("/apis/discovery.k8s.io/v1/endpointslices")),
+        "{requests:?}"
+    );
 }
 
 #[tokio::test]
 async fn verified_pod_records_follow_the_pod_watch() {
-    let c = cluster_with(|api| {
-        api.apply(pod("shop", "p1", "10.244.3.3"));
-    }, &["--pod-records", "verified"])
+    let c = cluster_with(
+        |api| {
+            api.apply(pod("shop", "p1", "10.244.3.3"));
+        },
+        &["--pod-records", "verified"],
+    )
     .await;
     let dns = c.running.dns;
-    wait_for(dns, "10-244-3-3.shop.pod.cluster.local.", Ok(vec!["10.244.3.3"])).await;
-    wait_for(dns, "10-244-3-3.other.pod.cluster.local.", Err(ResponseCode::NXDomain)).await;
+    wait_for(
+        dns,
+        "10-244-3-3.shop.pod.cluster.local.",
+        Ok(vec!["10.244.3.3"]),
+    )
+    .await;
+    wait_for(
+        dns,
+        "10-244-3-3.other.pod.cluster.local.",
+        Err(ResponseCode::NXDomain),
+    )
+    .await;
     c.api.delete("v1", "Pod", "shop", "p1");
-    wait_for(dns, "10-244-3-3.shop.pod.cluster.local.", Err(ResponseCode::NXDomain)).await;
+    wait_for(
+        dns,
+        "10-244-3-3.shop.pod.cluster.local.",
+        Err(ResponseCode::NXDomain),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -198,9 +282,13 @@ async fn a_malformed_object_skips_that_record_and_is_counted() {
     let mut bad = service("shop", "bad").cluster_ip("10.96.1.1").build();
     bad["spec"]["clusterIPs"] = serde_json::json!(["10.96.1.1", "not-an-ip"]);
     c.api.apply(bad);
-    c.api.apply(service("shop", "web").cluster_ip("10.96.1.5").build());
+    c.api
+        .apply(service("shop", "web").cluster_ip("10.96.1.5").build());
     wait_for(dns, SVC, Ok(vec!["10.96.1.5"])).await;
     wait_for(dns, "bad.shop.svc.cluster.local.", Ok(vec!["10.96.1.1"])).await;
     let (_, body) = http_get(c.running.metrics.expect("metrics"), "/metrics").await;
-    assert!(body.contains("kubedns_malformed_fields_total{resource=\"services\"} 1"), "{body}");
+    assert!(
+        body.contains("kubedns_malformed_fields_total{resource=\"services\"} 1"),
+        "{body}"
+    );
 }

@@ -423,7 +423,10 @@ impl Handler for NotifyReceiver {
         if request.message.metadata.op_code == hickory_proto::op::OpCode::Notify {
             self.names.lock().expect("lock").push(q.name().to_ascii());
         }
-        let mut reply = Message::response(request.message.metadata.id, request.message.metadata.op_code);
+        let mut reply = Message::response(
+            request.message.metadata.id,
+            request.message.metadata.op_code,
+        );
         reply.add_query(q);
         reply
     }
@@ -433,10 +436,18 @@ impl Handler for NotifyReceiver {
 async fn changes_are_announced_with_notify() {
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
-    let (udp, tcp) = kdns_net::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let (udp, tcp) = kdns_net::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
     let receiver_addr = udp.local_addr().expect("addr").to_string();
     let receiver = Arc::new(NotifyReceiver::default());
-    tokio::spawn(kdns_net::serve(Some(udp), Some(tcp), receiver.clone(), Default::default(), stop.clone()));
+    tokio::spawn(kdns_net::serve(
+        Some(udp),
+        Some(tcp),
+        receiver.clone(),
+        Default::default(),
+        stop.clone(),
+    ));
     let (_k, file) = start_with(
         vec![service("ns1", "svc1").cluster_ip("10.0.0.1").build()],
         &["--notify", &receiver_addr],
@@ -450,9 +461,13 @@ async fn changes_are_announced_with_notify() {
     let names = &receiver.names;
     eventually(TIMEOUT, "NOTIFY for the changed names", || async move {
         let names = names.lock().expect("lock");
-        ["svc1.ns1.svc.cluster.local.", "1.0.0.10.in-addr.arpa.", "2.0.0.10.in-addr.arpa."]
-            .iter()
-            .all(|n| names.iter().any(|seen| seen == n))
+        [
+            "svc1.ns1.svc.cluster.local.",
+            "1.0.0.10.in-addr.arpa.",
+            "2.0.0.10.in-addr.arpa.",
+        ]
+        .iter()
+        .all(|n| names.iter().any(|seen| seen == n))
     })
     .await;
 }
@@ -463,7 +478,14 @@ async fn sigterm_stops_the_binary_cleanly() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubedns"))
         .args(["--cluster-state", file.path().to_str().expect("utf-8")])
         .args(["--dns-bind-address", "127.0.0.1", "--dns-port", "0"])
-        .args(["--http-bind-address", "127.0.0.1", "--healthz-port", "0", "--metrics-port", "off"])
+        .args([
+            "--http-bind-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--metrics-port",
+            "off",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("kubedns starts");
@@ -473,7 +495,10 @@ async fn sigterm_stops_the_binary_cleanly() {
     let ready = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let done = line.contains("ready");
             lines.push(line);
             if done {
@@ -484,10 +509,16 @@ async fn sigterm_stops_the_binary_cleanly() {
     });
     let lines = ready.join().expect("reader");
     assert!(lines.iter().any(|l| l.contains("ready")), "{lines:?}");
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let status = child.wait().expect("exit status");
-    assert!(status.success(), "SIGTERM must end with exit 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must end with exit 0, got {status}"
+    );
 }
 
 #[test]
@@ -495,7 +526,12 @@ fn a_broken_cluster_state_file_is_a_usage_error() {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     file.write_all(b"{ not json").expect("write");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_kubedns"))
-        .args(["--cluster-state", file.path().to_str().expect("utf-8"), "--dns-port", "0"])
+        .args([
+            "--cluster-state",
+            file.path().to_str().expect("utf-8"),
+            "--dns-port",
+            "0",
+        ])
         .args(["--healthz-port", "0", "--metrics-port", "off"])
         .stderr(std::process::Stdio::null())
         .status()

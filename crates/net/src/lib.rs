@@ -9,6 +9,8 @@
 //!   [`ServerStats`].
 //! - [`exchange_udp`], [`exchange_tcp`] and [`exchange`] send one query and wait for the one
 //!   reply that matches it; [`query_message`] and [`with_edns`] build queries.
+//! - [`UpstreamPool`] asks an ordered list of [`Upstream`] servers with failover, skipping
+//!   servers that recently failed, and counts queries and failures per server.
 //!
 //! What the server does with a request, in order:
 //!
@@ -26,8 +28,10 @@
 mod client;
 mod handler;
 mod server;
+mod upstream;
 mod wire;
 
 pub use client::{ClientError, exchange, exchange_tcp, exchange_udp, query_message, with_edns};
 pub use handler::{Handler, Protocol, Request};
 pub use server::{ServerConfig, ServerStats, bind, serve};
+pub use upstream::{Answer, Attempt, PoolError, Upstream, UpstreamPool};

@@ -50,4 +50,9 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.len()).sum()
     }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.is_empty())
+    }
 }

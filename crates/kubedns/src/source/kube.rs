@@ -269,3 +269,53 @@ fn change_time<K: ResourceExt>(obj: &K) -> SystemTime {
         .map(SystemTime::from)
         .unwrap_or_else(SystemTime::now)
 }
+
+/// Watches one ConfigMap (`--config-map`, the legacy alternative to `--config-dir`) and calls
+/// `apply` with each valid configuration it holds; a deleted ConfigMap means the defaults. An
+/// invalid one is logged and counted, and the previous configuration stays.
+pub async fn watch_config_map(
+    client: Client,
+    namespace: String,
+    name: String,
+    metrics: Metrics,
+    apply: impl Fn(kdns_config::DnsConfig) + Send + 'static,
+    shutdown: CancellationToken,
+) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut seen_in_list = false;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = stream.next() => next,
+        };
+        let Some(item) = next else { return };
+        let data = match item {
+            Ok(Event::Init) => {
+                seen_in_list = false;
+                continue;
+            }
+            Ok(Event::InitApply(cm) | Event::Apply(cm)) => {
+                seen_in_list = true;
+                cm.data.unwrap_or_default()
+            }
+            Ok(Event::InitDone) if !seen_in_list => Default::default(),
+            Ok(Event::InitDone) => continue,
+            Ok(Event::Delete(_)) => Default::default(),
+            Err(e) => {
+                metrics.source_error(Resource::Services);
+                tracing::warn!(error = %e, configmap = %name, "ConfigMap watch failed; retrying");
+                continue;
+            }
+        };
+        match kdns_config::DnsConfig::from_files(&data) {
+            Ok(config) => apply(config),
+            Err(e) => {
+                metrics.config_error();
+                tracing::warn!(error = %e, configmap = %name, "invalid configuration; keeping the previous one");
+            }
+        }
+    }
+}

@@ -9,3 +9,4 @@ mod shutdown;
 mod support;
 mod tcp;
 mod udp;
+mod upstream;
