@@ -101,6 +101,7 @@ enum QueryKind {
     Nxdomain,
 }
 
+/// One endpoint of a [`Svc`].
 #[derive(Debug)]
 struct Endpoint {
     ip: Ipv4Addr,
@@ -108,6 +109,7 @@ struct Endpoint {
     ready: bool,
 }
 
+/// One generated Service with its endpoints.
 #[derive(Debug)]
 struct Svc {
     namespace: String,
@@ -141,7 +143,7 @@ fn generate(args: &Args) -> Vec<Svc> {
         let at = if endpoint < args.services {
             endpoint
         } else {
-            rng.random_range(0..args.services.max(1))
+            rng.random_range(0..args.services)
         };
         counts[at] += 1;
     }
@@ -288,6 +290,10 @@ async fn main() {
         eprintln!(
             "fake-apiserver: at most {CLUSTER_IP_RANGE} Services and {POD_IP_RANGE} endpoints"
         );
+        std::process::exit(2);
+    }
+    if args.services == 0 && args.endpoints > 0 {
+        eprintln!("fake-apiserver: endpoints need at least one Service");
         std::process::exit(2);
     }
     let services = generate(&args);
