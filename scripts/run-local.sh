@@ -32,12 +32,14 @@ front="$ADDR -p $KUBEDNS_PORT"
 if [ -x "$BIN/dnsmasq-rs" ]; then
   "$BIN/dnsmasq-rs" -k --port="$DNS_PORT" --listen-address="$ADDR" --cache-size=1000 \
     --server="/cluster.local/$ADDR#$KUBEDNS_PORT" --server="/in-addr.arpa/$ADDR#$KUBEDNS_PORT" \
-    --server="/ip6.arpa/$ADDR#$KUBEDNS_PORT" --metrics-port="$DNSMASQ_METRICS_PORT" &
+    --server="/ip6.arpa/$ADDR#$KUBEDNS_PORT" --metrics-bind-address="$ADDR" \
+    --metrics-port="$DNSMASQ_METRICS_PORT" &
   pids+=($!)
   front="$ADDR -p $DNS_PORT"
 fi
 if [ -x "$BIN/healthz" ]; then
   "$BIN/healthz" --prometheus-addr "$ADDR" --prometheus-port "$SIDECAR_PORT" \
+    --dnsmasq-addr "$ADDR" --dnsmasq-port "$DNS_PORT" \
     --probe "kubedns,$ADDR:$KUBEDNS_PORT,kubernetes.default.svc.cluster.local,5,SRV" \
     --probe "dnsmasq,$ADDR:$DNS_PORT,kubernetes.default.svc.cluster.local,5,SRV" &
   pids+=($!)

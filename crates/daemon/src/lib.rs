@@ -115,3 +115,33 @@ async fn wait_for_signal() {
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Parses the command line into `P` after [`normalize_args`]: `--help` and `--version` print and
+/// exit 0, a usage error prints clap's message (naming the flag) and exits [`EXIT_USAGE`].
+pub fn parse_args_or_exit<P: clap::Parser>(short_flags: &[char]) -> (P, LegacyFlags) {
+    let (argv, legacy) = normalize_args(std::env::args(), short_flags);
+    match P::try_parse_from(argv) {
+        Ok(args) => (args, legacy),
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    }
+}
+
+/// Serves `app` on `listener` in the background until `shutdown`, then lets open requests
+/// finish. A failure is logged; HTTP is never worth ending the process for.
+pub fn spawn_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "HTTP server failed");
+        }
+    });
+}

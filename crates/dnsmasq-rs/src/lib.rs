@@ -132,7 +132,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 .with_context(|| format!("failed to bind the metrics address {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!(addr = %local, "serving /metrics");
-            spawn_http(listener, metrics_router(metrics.clone()), shutdown.clone());
+            kdns_daemon::spawn_http(listener, metrics_router(metrics.clone()), shutdown.clone());
             Some(local)
         }
         None => None,
@@ -203,17 +203,6 @@ async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
         )],
         metrics.encode(),
     )
-}
-
-fn spawn_http(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "HTTP server failed");
-        }
-    });
 }
 
 /// `-logInterval`: the nanny made dnsmasq log its statistics (SIGUSR1); log them here.

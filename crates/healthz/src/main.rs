@@ -1,23 +1,10 @@
 //! The healthz binary: parse flags, set up logging, probe and serve until SIGTERM.
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use healthz::{Args, Config};
 
 fn main() {
-    let (argv, legacy) = kdns_daemon::normalize_args(std::env::args(), &[]);
-    let args = match Args::try_parse_from(argv) {
-        Ok(args) => args,
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            std::process::exit(kdns_daemon::EXIT_USAGE);
-        }
-        Err(e) => {
-            // --help and --version.
-            let _ = e.print();
-            std::process::exit(0);
-        }
-    };
+    let (args, legacy) = kdns_daemon::parse_args_or_exit::<Args>(&[]);
     kdns_daemon::init_tracing(args.log_format, args.verbosity);
     // Validated before anything binds, so a bad manifest fails fast and says why.
     let config = match Config::from_args(args) {

@@ -191,9 +191,9 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
         readiness: readiness.clone(),
         store: store.clone(),
     });
-    spawn_http(healthz_listener, healthz_app, shutdown.clone());
+    kdns_daemon::spawn_http(healthz_listener, healthz_app, shutdown.clone());
     if let Some(listener) = metrics_listener {
-        spawn_http(
+        kdns_daemon::spawn_http(
             listener,
             http::metrics_router(metrics.clone()),
             shutdown.clone(),
@@ -220,17 +220,6 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
 /// Starts kubedns and serves until `shutdown`.
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     start(args, shutdown).await?.wait().await
-}
-
-fn spawn_http(listener: tokio::net::TcpListener, app: axum::Router, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "HTTP server failed");
-        }
-    });
 }
 
 /// Applies events in batches and publishes after each batch; releases readiness once every

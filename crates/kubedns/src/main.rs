@@ -1,22 +1,9 @@
 //! The kubedns binary: parse flags, set up logging, run until SIGTERM.
 
-use clap::Parser;
 use kubedns::Args;
 
 fn main() {
-    let (argv, legacy) = kdns_daemon::normalize_args(std::env::args(), &[]);
-    let args = match Args::try_parse_from(argv) {
-        Ok(args) => args,
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            std::process::exit(kdns_daemon::EXIT_USAGE);
-        }
-        Err(e) => {
-            // --help and --version.
-            let _ = e.print();
-            std::process::exit(0);
-        }
-    };
+    let (args, legacy) = kdns_daemon::parse_args_or_exit::<Args>(&[]);
     kdns_daemon::init_tracing(args.log_format, args.verbosity);
     if !legacy.ignored.is_empty() {
         tracing::info!(flags = ?legacy.ignored, "ignoring legacy klog flags");
