@@ -31,6 +31,9 @@ fmt: ## Format the code
 bench-kubedns: test-deps ## dnsperf against kubedns with a synthetic cluster (10,000 Services)
 	scripts/bench-kubedns.sh
 
+bench-quick: test-deps ## The kubedns benchmark in under a minute (one short round each)
+	QUICK=1 scripts/bench-kubedns.sh
+
 bench: bench-kubedns ## Every benchmark
 
 clean: ## Remove build output

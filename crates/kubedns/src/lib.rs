@@ -25,7 +25,6 @@ use hickory_proto::rr::Name;
 use kdns_config::DnsConfig;
 use kdns_daemon::{Latch, Readiness};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Args;
@@ -48,16 +47,13 @@ pub struct Running {
     pub store: Store,
     /// Ready after the first full sync.
     pub readiness: Readiness,
-    server: JoinHandle<std::io::Result<()>>,
+    server: kdns_net::ServerThread,
 }
 
 impl Running {
     /// Waits until the DNS server has drained after shutdown.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.server
-            .await
-            .context("DNS server task failed")?
-            .context("DNS server failed")
+        self.server.wait().await.context("DNS server failed")
     }
 }
 
@@ -200,13 +196,15 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
         );
     }
 
-    let server = tokio::spawn(kdns_net::serve(
+    let server = kdns_net::serve_on_thread(
+        "dns",
         Some(udp),
         Some(tcp),
         Arc::new(zone),
         kdns_net::ServerConfig::default(),
         shutdown,
-    ));
+    )
+    .context("cannot start the DNS server thread")?;
     Ok(Running {
         dns,
         healthz,

@@ -33,5 +33,5 @@ mod wire;
 
 pub use client::{ClientError, exchange, exchange_tcp, exchange_udp, query_message, with_edns};
 pub use handler::{Handler, Protocol, Request};
-pub use server::{ServerConfig, ServerStats, bind, serve};
+pub use server::{ServerConfig, ServerStats, ServerThread, bind, serve, serve_on_thread};
 pub use upstream::{Answer, Attempt, PoolError, Upstream, UpstreamPool};

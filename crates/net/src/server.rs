@@ -483,3 +483,54 @@ impl Drop for Slot {
         }
     }
 }
+
+/// A [`serve`] running on a thread of its own; see [`serve_on_thread`].
+#[derive(Debug)]
+pub struct ServerThread {
+    done: tokio::sync::oneshot::Receiver<io::Result<()>>,
+}
+
+impl ServerThread {
+    /// Waits until the server has drained after shutdown.
+    pub async fn wait(self) -> io::Result<()> {
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("DNS server thread ended abnormally")))
+    }
+}
+
+/// Runs [`serve`] on a new thread with a single-threaded runtime of its own, and returns at once.
+///
+/// Answering from memory takes a few microseconds between a receive and a send; on a
+/// multi-threaded runtime every send also wakes an idle worker (the socket's write-readiness
+/// edge), which cost more CPU than the answers themselves. One thread per socket keeps the
+/// receive-answer-send loop on one core, while the caller's runtime does everything else (API
+/// watches, HTTP). The sockets may have been bound on any runtime.
+pub fn serve_on_thread<H: Handler>(
+    name: &str,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    handler: Arc<H>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> io::Result<ServerThread> {
+    let udp = udp.map(UdpSocket::into_std).transpose()?;
+    let tcp = tcp.map(TcpListener::into_std).transpose()?;
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let udp = udp.map(UdpSocket::from_std).transpose()?;
+                        let tcp = tcp.map(TcpListener::from_std).transpose()?;
+                        serve(udp, tcp, handler, config, shutdown).await
+                    })
+                });
+            let _ = done_tx.send(result);
+        })?;
+    Ok(ServerThread { done })
+}

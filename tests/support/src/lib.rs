@@ -6,17 +6,20 @@
 //!   `kube::runtime::watcher` run unmodified against it, and lets a test inject the
 //!   failures a real cluster produces (closed watches, `410 Gone`, restarts, 5xx).
 //! - [`fixtures`]: builders for the Kubernetes objects the DNS server reads.
+//! - [`FakeUpstream`]: an upstream DNS server answering one zone with documentation addresses.
 //! - [`rr`], [`rrs`], [`assert_records_eq`]: DNS records written as zone-file lines.
 //! - [`dig()`], [`dig_async`]: the real `dig` binary run against a server under test.
 //! - [`subscribe`], [`timeout_after`]: test logging and hang protection.
 
 pub mod dig;
 pub mod fake_api;
+pub mod fake_upstream;
 pub mod fixtures;
 pub mod records;
 pub mod trace;
 
 pub use dig::{DigOutput, dig, dig_async, dig_available};
 pub use fake_api::FakeApiServer;
+pub use fake_upstream::FakeUpstream;
 pub use records::{assert_records_eq, rr, rrs};
 pub use trace::{subscribe, timeout_after};

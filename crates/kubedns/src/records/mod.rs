@@ -22,6 +22,9 @@ use crate::model::{
 };
 pub use sharded::ShardedMap;
 
+/// The most labels below the zone that any record has (`_<port>._<proto>.<svc>.<ns>.svc`).
+const MAX_DEPTH: usize = 5;
+
 /// The schema version of the Kubernetes DNS specification this server implements (§2.2).
 pub const SCHEMA_VERSION: &str = "1.1.0";
 
@@ -265,14 +268,32 @@ impl Records {
             return Lookup::NxDomain;
         }
         let rel = usize::from(qname.num_labels() - self.zone.num_labels());
-        let mut path: Vec<String> = qname
-            .iter()
-            .take(rel)
-            .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
-            .collect();
-        path.reverse();
-        let path: Vec<&str> = path.iter().map(String::as_str).collect();
-        match path.as_slice() {
+        if rel > MAX_DEPTH {
+            // Nothing in the zone is deeper than `_<port>._<proto>.<svc>.<ns>.svc`.
+            return Lookup::NxDomain;
+        }
+        // The labels below the zone, lowercased into stack buffers and reversed, without
+        // allocating: this runs for every query.
+        let mut buffers = [[0u8; 63]; MAX_DEPTH];
+        let mut lengths = [0usize; MAX_DEPTH];
+        for (i, label) in qname.iter().take(rel).enumerate() {
+            let slot = rel - 1 - i;
+            let Some(buffer) = buffers[slot].get_mut(..label.len()) else {
+                return Lookup::NxDomain;
+            };
+            buffer.copy_from_slice(label);
+            buffer.make_ascii_lowercase();
+            lengths[slot] = label.len();
+        }
+        let mut labels = [""; MAX_DEPTH];
+        for slot in 0..rel {
+            let Ok(label) = std::str::from_utf8(&buffers[slot][..lengths[slot]]) else {
+                return Lookup::NxDomain;
+            };
+            labels[slot] = label;
+        }
+        let path = &labels[..rel];
+        match path {
             [] => self.apex(qname, qtype),
             ["dns-version"] => match qtype {
                 RecordType::TXT | RecordType::ANY => Lookup::Answer {
@@ -340,13 +361,12 @@ impl Records {
         let Some(family) = family_of(qtype) else {
             return Lookup::NoData;
         };
-        let mut answers: Vec<Record> = Vec::new();
-        for ip in ips.filter(|ip| matches_family(ip, family)) {
-            let record = self.addr(qname, ip);
-            if !answers.contains(&record) {
-                answers.push(record);
-            }
-        }
+        // Sorted, so that duplicates (one address in two slices) go in O(n log n) and the
+        // answer order is stable.
+        let mut unique: Vec<IpAddr> = ips.filter(|ip| matches_family(ip, family)).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let answers: Vec<Record> = unique.into_iter().map(|ip| self.addr(qname, ip)).collect();
         if answers.is_empty() {
             Lookup::NoData
         } else {
