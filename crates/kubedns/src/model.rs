@@ -312,7 +312,10 @@ pub fn service_info(svc: &Service, problems: &mut Vec<Problem>) -> Option<Servic
 pub fn slice_info(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<SliceInfo> {
     let key = key_of(&slice.metadata)?;
     let service_name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    let service = ObjectKey::new(&key.namespace, service_name);
+    let service = ObjectKey {
+        namespace: key.namespace.clone(),
+        name: lower(service_name),
+    };
     let object = format!("endpointslice {key}");
     if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
         // FQDN slices are deprecated and carry no addresses DNS can serve.
@@ -338,7 +341,7 @@ pub fn slice_info(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<
             }
         }
     }
-    let ports = slice
+    let ports: Vec<NamedPort> = slice
         .ports
         .iter()
         .flatten()
@@ -352,6 +355,8 @@ pub fn slice_info(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<
             )
         })
         .collect();
+    // Held for the object's lifetime: no spare capacity.
+    endpoints.shrink_to_fit();
     Some(SliceInfo {
         key,
         service,
@@ -417,6 +422,8 @@ pub fn endpoints_info(eps: &Endpoints, problems: &mut Vec<Problem>) -> Option<Sl
             }
         }
     }
+    endpoints.shrink_to_fit();
+    ports.shrink_to_fit();
     Some(SliceInfo {
         service: key.clone(),
         key,

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 
 use crate::model::{ObjectKey, PodInfo, ServiceInfo, SliceInfo};
-use crate::records::{self, Namespace, Records};
+use crate::records::{self, Namespace, PtrTarget, Records};
 
 /// The kinds of object kubedns watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,9 +122,8 @@ pub struct Writer {
     services: HashMap<ObjectKey, Arc<ServiceInfo>>,
     /// Slices by (resource, slice key): EndpointSlices and Endpoints never mix their keys.
     slices: HashMap<(Resource, ObjectKey), Arc<SliceInfo>>,
-    slices_by_service: HashMap<ObjectKey, BTreeSet<(Resource, ObjectKey)>>,
-    /// The PTR records each Service contributes: address and a hash of the target name.
-    ptrs_by_service: HashMap<ObjectKey, Vec<(IpAddr, u64)>>,
+    /// The slices of each Service; nearly always one or two, so a list.
+    slices_by_service: HashMap<ObjectKey, Vec<(Resource, ObjectKey)>>,
     pods: HashMap<ObjectKey, Arc<PodInfo>>,
     init: HashMap<Resource, Vec<Object>>,
     synced: HashSet<Resource>,
@@ -145,7 +144,6 @@ impl Writer {
             services: HashMap::new(),
             slices: HashMap::new(),
             slices_by_service: HashMap::new(),
-            ptrs_by_service: HashMap::new(),
             pods: HashMap::new(),
             init: HashMap::new(),
             synced: HashSet::new(),
@@ -248,10 +246,13 @@ impl Writer {
                     let old_service = old.service.clone();
                     self.unlink_slice(&old_service, &key);
                 }
-                self.slices_by_service
+                let slices = self
+                    .slices_by_service
                     .entry(slice.service.clone())
-                    .or_default()
-                    .insert(key.clone());
+                    .or_default();
+                if !slices.contains(&key) {
+                    slices.push(key.clone());
+                }
                 self.dirty.insert(slice.service.clone());
                 self.slices.insert(key, slice);
             }
@@ -281,7 +282,7 @@ impl Writer {
 
     fn unlink_slice(&mut self, service: &ObjectKey, slice_key: &(Resource, ObjectKey)) {
         if let Some(set) = self.slices_by_service.get_mut(service) {
-            set.remove(slice_key);
+            set.retain(|k| k != slice_key);
             if set.is_empty() {
                 self.slices_by_service.remove(service);
             }
@@ -334,29 +335,36 @@ impl Writer {
     }
 
     fn rebuild_service(&mut self, key: &ObjectKey) {
-        // Take the old records out.
-        let fqdn = self.records.service_fqdn(key);
-        let old_ptrs = self.ptrs_by_service.remove(key).unwrap_or_default();
-        for (ip, _) in &old_ptrs {
+        // Take the old records out; its PTR records are derived from the old entry again
+        // rather than remembered, which would cost memory per endpoint.
+        let old = self
+            .records
+            .namespaces
+            .get(&key.namespace)
+            .and_then(|ns| ns.services.get(&key.name))
+            .cloned();
+        let old_ptrs = old.as_deref().map(records::ptr_targets).unwrap_or_default();
+        for (ip, target) in &old_ptrs {
             let shard = self.records.reverse.shard_mut(ip);
             if let Some(targets) = shard.get_mut(ip) {
-                targets.retain(|t| *t.service != fqdn);
+                targets.retain(|t| t != target);
                 if targets.is_empty() {
                     shard.remove(ip);
                 }
             }
         }
-        if let Some(ns) = self.records.namespaces.get_mut(&key.namespace) {
-            let ns = Arc::make_mut(ns);
-            if let Some(old) = ns.services.remove(&key.name) {
-                self.record_count -= old.record_count();
-            }
-            if ns.services.is_empty() {
-                self.records.namespaces.remove(&key.namespace);
+        if let Some(old) = &old {
+            self.record_count -= old.record_count();
+            if let Some(ns) = self.records.namespaces.get_mut(&key.namespace) {
+                let ns = Arc::make_mut(ns);
+                ns.services.remove(&key.name);
+                if ns.services.is_empty() {
+                    self.records.namespaces.remove(&key.namespace);
+                }
             }
         }
+        self.note_changed(self.records.service_fqdn(key));
         // Put the new ones in.
-        self.note_changed(fqdn);
         let Some(info) = self.services.get(key).cloned() else {
             self.note_ptr_changes(&old_ptrs, &[]);
             return;
@@ -369,19 +377,16 @@ impl Writer {
             .filter_map(|k| self.slices.get(k).cloned())
             .collect();
         let entry = records::service_entry(&self.records, info, slices);
-        let ptrs = records::ptr_targets(&entry);
-        let mut new_ptrs = Vec::with_capacity(ptrs.len());
-        for (ip, target) in ptrs {
-            new_ptrs.push((ip, target_hash(&target)));
+        let new_ptrs = records::ptr_targets(&entry);
+        for (ip, target) in &new_ptrs {
             self.records
                 .reverse
-                .shard_mut(&ip)
-                .entry(ip)
+                .shard_mut(ip)
+                .entry(*ip)
                 .or_default()
-                .push(target);
+                .push(target.clone());
         }
         self.note_ptr_changes(&old_ptrs, &new_ptrs);
-        self.ptrs_by_service.insert(key.clone(), new_ptrs);
         self.record_count += entry.record_count();
         let ns = self
             .records
@@ -394,12 +399,12 @@ impl Writer {
     }
 
     /// Notes the reverse names whose PTR answers changed.
-    fn note_ptr_changes(&mut self, old: &[(IpAddr, u64)], new: &[(IpAddr, u64)]) {
+    fn note_ptr_changes(&mut self, old: &[(IpAddr, PtrTarget)], new: &[(IpAddr, PtrTarget)]) {
         if self.pending.names_overflow {
             return;
         }
-        let old_set: HashSet<&(IpAddr, u64)> = old.iter().collect();
-        let new_set: HashSet<&(IpAddr, u64)> = new.iter().collect();
+        let old_set: HashSet<&(IpAddr, PtrTarget)> = old.iter().collect();
+        let new_set: HashSet<&(IpAddr, PtrTarget)> = new.iter().collect();
         let changed = old_set.symmetric_difference(&new_set).map(|(ip, _)| *ip);
         let changed: BTreeSet<IpAddr> = changed.collect();
         for ip in changed {
@@ -450,14 +455,6 @@ impl Writer {
         }
         published
     }
-}
-
-fn target_hash(target: &records::PtrTarget) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    target.service.hash(&mut h);
-    target.endpoint.hash(&mut h);
-    h.finish()
 }
 
 fn object_key(object: &Object) -> &ObjectKey {

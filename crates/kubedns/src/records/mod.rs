@@ -136,15 +136,22 @@ impl ServiceEntry {
     }
 }
 
+/// A hash map with a fast (foldhash) hasher: names are looked up on every query, and SipHash
+/// was a visible share of a query's CPU.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The Services of one namespace.
 #[derive(Clone, Debug, Default)]
 pub struct Namespace {
     /// By lowercase name.
-    pub services: HashMap<Arc<str>, Arc<ServiceEntry>>,
+    pub services: FastMap<Arc<str>, Arc<ServiceEntry>>,
 }
 
+/// The PTR targets of one address: nearly always one, so held inline.
+pub type PtrTargets = smallvec::SmallVec<[PtrTarget; 1]>;
+
 /// Where a PTR record points.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PtrTarget {
     /// The Service's name.
     pub service: Arc<Name>,
@@ -179,9 +186,9 @@ pub struct Records {
     ttl: u32,
     pod_records: PodRecords,
     /// `svc.<zone>` children.
-    pub namespaces: HashMap<Arc<str>, Arc<Namespace>>,
+    pub namespaces: FastMap<Arc<str>, Arc<Namespace>>,
     /// Address → PTR targets (one per Service claiming it).
-    pub reverse: ShardedMap<IpAddr, Vec<PtrTarget>>,
+    pub reverse: ShardedMap<IpAddr, PtrTargets>,
     /// Pod address → namespaces with a Pod using it, and how many (for verified pod records).
     pub pods: ShardedMap<IpAddr, Vec<(Arc<str>, u32)>>,
     /// The SOA serial: when the records last changed, in seconds since the epoch.
@@ -197,7 +204,7 @@ impl Records {
             zone,
             ttl,
             pod_records,
-            namespaces: HashMap::new(),
+            namespaces: FastMap::default(),
             reverse: ShardedMap::default(),
             pods: ShardedMap::default(),
             serial: 0,

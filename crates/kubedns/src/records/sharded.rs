@@ -2,9 +2,12 @@
 //! copies one shard, not the whole map.
 
 use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
+
+use foldhash::fast::{FixedState, RandomState};
+
+type Shard<K, V> = HashMap<K, V, RandomState>;
 
 const SHARDS: usize = 64;
 
@@ -12,22 +15,20 @@ const SHARDS: usize = 64;
 /// shard that a published snapshot still shares.
 #[derive(Clone, Debug)]
 pub struct ShardedMap<K, V> {
-    shards: Vec<Arc<HashMap<K, V>>>,
+    shards: Vec<Arc<Shard<K, V>>>,
 }
 
 impl<K, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
         }
     }
 }
 
 fn shard_of<K: Hash>(key: &K) -> usize {
-    // SipHash with fixed keys: the shard of a key must not change between snapshots.
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() as usize) % SHARDS
+    // A fixed seed: the shard of a key must not change between snapshots.
+    (FixedState::with_seed(0x6b75_6265_646e_73).hash_one(key) as usize) % SHARDS
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
@@ -37,7 +38,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
     }
 
     /// The shard holding `key`, unshared first if a snapshot shares it.
-    pub fn shard_mut(&mut self, key: &K) -> &mut HashMap<K, V> {
+    pub fn shard_mut(&mut self, key: &K) -> &mut Shard<K, V> {
         Arc::make_mut(&mut self.shards[shard_of(key)])
     }
 
