@@ -28,7 +28,7 @@ impl<K, V> Default for ShardedMap<K, V> {
 
 fn shard_of<K: Hash>(key: &K) -> usize {
     // A fixed seed: the shard of a key must not change between snapshots.
-    (FixedState::with_seed(0x6b75_6265_646e_73).hash_one(key) as usize) % SHARDS
+    (FixedState::with_seed(0x006b_7562_6564_6e73).hash_one(key) as usize) % SHARDS
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
