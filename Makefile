@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build run test test-deps lint fmt bench bench-quick bench-kubedns clean
+.PHONY: help build run images test test-deps lint fmt bench bench-quick bench-kubedns clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -10,8 +10,11 @@ help: ## List the targets
 build: ## Build the three binaries (release)
 	$(CARGO) build --release --bins
 
-run: build ## Run kubedns, dnsmasq-rs and healthz on loopback, fed by the demo cluster-state file
+run: ## Build (dev profile) and run the pod's processes on loopback, fed by the demo cluster-state file
 	scripts/run-local.sh
+
+images: ## Build the three container images (needs a Docker engine; fails without one)
+	scripts/build-images.sh
 
 test-deps: ## Install what the tests need (dig, dnsmasq, dnsperf)
 	scripts/install-test-deps.sh

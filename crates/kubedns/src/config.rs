@@ -42,8 +42,8 @@ pub struct Args {
     #[arg(long, env = "PROMETHEUS_PORT", default_value = "10055", value_parser = parse_optional_port)]
     pub metrics_port: OptionalPort,
 
-    /// Upstream nameservers `ip[:port]`, comma-separated. As in kube-dns, used only when neither
-    /// --config-dir nor --config-map is given; resolv.conf otherwise.
+    /// Upstream nameservers `ip[:port]`, comma-separated, used when the configuration (config dir
+    /// or ConfigMap) names no `upstreamNameservers`; resolv.conf's when this is empty too.
     #[arg(long, default_value = "")]
     pub nameservers: String,
 
