@@ -7,11 +7,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{eventually, http_get, loopback_args, query};
+use common::{eventually, loopback_args, query};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use test_support::FakeApiServer;
 use test_support::fixtures::{endpoint_slice, endpoints, pod, service};
+use test_support::http_get;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, http_get, loopback_args, query};
+use common::{eventually, loopback_args, query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use kdns_net::{Handler, Request};
 use serde_json::{Value, json};
 use test_support::fixtures::{endpoint_slice, service};
+use test_support::http_get;
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(3);

@@ -7,8 +7,6 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use kdns_net::ClientError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// How long one DNS exchange may take; above dnsmasq-rs's 2 s upstream timeout, so that a dead
 /// upstream shows as its SERVFAIL rather than as our timeout.
@@ -84,30 +82,7 @@ pub fn is_nxdomain(reply: &Message) -> bool {
     reply.metadata.response_code == ResponseCode::NXDomain
 }
 
-/// A plain HTTP/1.0 GET: status code and body; status 0 when nothing answers.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
-    };
-    let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(10), exchange).await else {
-        return (0, String::new());
-    };
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+pub use test_support::http_get;
 
 /// The value of the Prometheus sample `series` (name with labels, as written), if present.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {

@@ -15,11 +15,13 @@ pub mod dig;
 pub mod fake_api;
 pub mod fake_upstream;
 pub mod fixtures;
+pub mod http;
 pub mod records;
 pub mod trace;
 
 pub use dig::{DigOutput, dig, dig_async, dig_available};
 pub use fake_api::FakeApiServer;
 pub use fake_upstream::FakeUpstream;
+pub use http::http_get;
 pub use records::{assert_records_eq, rr, rrs};
 pub use trace::{subscribe, timeout_after};

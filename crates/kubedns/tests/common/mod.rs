@@ -86,34 +86,6 @@ pub fn loopback_args(extra: &[&str]) -> kubedns::Args {
     kubedns::Args::try_parse_from(argv).expect("valid test arguments")
 }
 
-/// A plain HTTP/1.0 GET: status code and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("HTTP connect");
-    let request = format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("HTTP write");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("HTTP read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// A query for `name`/`qtype`.
 pub fn query(name: &str, qtype: RecordType) -> Message {
     kdns_net::query_message(name, qtype).expect("valid query")
