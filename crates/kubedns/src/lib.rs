@@ -47,7 +47,7 @@ pub struct Running {
     pub store: Store,
     /// Ready after the first full sync.
     pub readiness: Readiness,
-    server: kdns_net::ServerThread,
+    server: kdns_net::RunningServer,
 }
 
 impl Running {
@@ -57,8 +57,27 @@ impl Running {
     }
 }
 
-/// Binds, starts every task, and returns; everything stops when `shutdown` is cancelled.
+/// Where DNS is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsOn {
+    /// A thread of its own, with its own runtime: what the binary does.
+    OwnThread,
+    /// A task of the caller's runtime: for tests that pause the runtime's clock.
+    CurrentRuntime,
+}
+
+/// Binds, starts every task, and returns; everything stops when `shutdown` is cancelled. DNS is
+/// answered on a thread of its own.
 pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_with(args, shutdown, DnsOn::OwnThread).await
+}
+
+/// [`start`], choosing where DNS is answered.
+pub async fn start_with(
+    args: Args,
+    shutdown: CancellationToken,
+    dns_on: DnsOn,
+) -> anyhow::Result<Running> {
     let metrics = Metrics::new();
     let readiness = Readiness::new();
     let latch = readiness.latch();
@@ -196,15 +215,16 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
         );
     }
 
-    let server = kdns_net::serve_on_thread(
-        "dns",
-        Some(udp),
-        Some(tcp),
-        Arc::new(zone),
-        kdns_net::ServerConfig::default(),
-        shutdown,
-    )
-    .context("cannot start the DNS server thread")?;
+    let (handler, config) = (Arc::new(zone), kdns_net::ServerConfig::default());
+    let server = match dns_on {
+        DnsOn::OwnThread => {
+            kdns_net::serve_on_thread("dns", Some(udp), Some(tcp), handler, config, shutdown)
+                .context("cannot start the DNS server thread")?
+        }
+        DnsOn::CurrentRuntime => {
+            kdns_net::serve_in_task(Some(udp), Some(tcp), handler, config, shutdown)
+        }
+    };
     Ok(Running {
         dns,
         healthz,

@@ -33,5 +33,7 @@ mod wire;
 
 pub use client::{ClientError, exchange, exchange_tcp, exchange_udp, query_message, with_edns};
 pub use handler::{Handler, Protocol, Request};
-pub use server::{ServerConfig, ServerStats, ServerThread, bind, serve, serve_on_thread};
+pub use server::{
+    RunningServer, ServerConfig, ServerStats, bind, serve, serve_in_task, serve_on_thread,
+};
 pub use upstream::{Answer, Attempt, PoolError, Upstream, UpstreamPool};

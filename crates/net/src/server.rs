@@ -484,18 +484,35 @@ impl Drop for Slot {
     }
 }
 
-/// A [`serve`] running on a thread of its own; see [`serve_on_thread`].
+/// A [`serve`] running in the background: on a thread of its own ([`serve_on_thread`]) or as a
+/// task of the caller's runtime ([`serve_in_task`]).
 #[derive(Debug)]
-pub struct ServerThread {
+pub struct RunningServer {
     done: tokio::sync::oneshot::Receiver<io::Result<()>>,
 }
 
-impl ServerThread {
+/// Runs [`serve`] as a task of the current runtime and returns at once. Tests that pause the
+/// runtime's clock need this: a server on another thread runs in real time and would be outrun.
+pub fn serve_in_task<H: Handler>(
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    handler: Arc<H>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> RunningServer {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = done_tx.send(serve(udp, tcp, handler, config, shutdown).await);
+    });
+    RunningServer { done }
+}
+
+impl RunningServer {
     /// Waits until the server has drained after shutdown.
     pub async fn wait(self) -> io::Result<()> {
         self.done
             .await
-            .unwrap_or_else(|_| Err(io::Error::other("DNS server thread ended abnormally")))
+            .unwrap_or_else(|_| Err(io::Error::other("DNS server ended abnormally")))
     }
 }
 
@@ -513,7 +530,7 @@ pub fn serve_on_thread<H: Handler>(
     handler: Arc<H>,
     config: ServerConfig,
     shutdown: CancellationToken,
-) -> io::Result<ServerThread> {
+) -> io::Result<RunningServer> {
     let udp = udp.map(UdpSocket::into_std).transpose()?;
     let tcp = tcp.map(TcpListener::into_std).transpose()?;
     let (done_tx, done) = tokio::sync::oneshot::channel();
@@ -532,5 +549,5 @@ pub fn serve_on_thread<H: Handler>(
                 });
             let _ = done_tx.send(result);
         })?;
-    Ok(ServerThread { done })
+    Ok(RunningServer { done })
 }

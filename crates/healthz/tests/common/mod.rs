@@ -85,7 +85,8 @@ impl Kubedns {
         ])
         .expect("valid kubedns flags");
         let shutdown = CancellationToken::new();
-        let running = kubedns::start(args, shutdown.clone())
+        // On the test's runtime, so that tests with a paused clock see it answer.
+        let running = kubedns::start_with(args, shutdown.clone(), kubedns::DnsOn::CurrentRuntime)
             .await
             .expect("kubedns starts");
         let readiness = running.readiness.clone();
