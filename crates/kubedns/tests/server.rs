@@ -16,9 +16,11 @@ use kdns_net::{Handler, Request};
 use serde_json::{Value, json};
 use test_support::fixtures::{endpoint_slice, service};
 use test_support::http_get;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 fn state_file(objects: Vec<Value>) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
@@ -240,27 +242,18 @@ impl Handler for FakeUpstream {
     }
 }
 
-async fn fake_upstream(shutdown: &CancellationToken) -> (SocketAddr, Arc<FakeUpstream>) {
-    let (udp, tcp) = kdns_net::bind("127.0.0.1:0".parse().expect("addr"))
+/// A [`FakeUpstream`] on loopback; it stops when the guard is dropped.
+async fn fake_upstream() -> (SocketAddr, Arc<FakeUpstream>, DropGuard) {
+    let handler = Arc::new(FakeUpstream::default());
+    let (addr, stop) = test_support::serve_dns(LOOPBACK, handler.clone())
         .await
         .expect("bind");
-    let addr = udp.local_addr().expect("addr");
-    let handler = Arc::new(FakeUpstream::default());
-    tokio::spawn(kdns_net::serve(
-        Some(udp),
-        Some(tcp),
-        handler.clone(),
-        Default::default(),
-        shutdown.clone(),
-    ));
-    (addr, handler)
+    (addr, handler, stop.drop_guard())
 }
 
 #[tokio::test]
 async fn names_outside_the_cluster_and_unknown_reverse_names_are_forwarded() {
-    let stop = CancellationToken::new();
-    let _guard = stop.clone().drop_guard();
-    let (upstream, seen) = fake_upstream(&stop).await;
+    let (upstream, seen, _guard) = fake_upstream().await;
     let upstream_text = upstream.to_string();
     let (k, _file) = start_with(
         vec![
@@ -333,9 +326,7 @@ async fn when_every_upstream_fails_the_client_gets_servfail() {
 
 #[tokio::test]
 async fn upstream_nameservers_come_from_the_config_dir() {
-    let stop = CancellationToken::new();
-    let _guard = stop.clone().drop_guard();
-    let (upstream, _) = fake_upstream(&stop).await;
+    let (upstream, _, _guard) = fake_upstream().await;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(
         dir.path().join("upstreamNameservers"),
@@ -435,20 +426,12 @@ impl Handler for NotifyReceiver {
 
 #[tokio::test]
 async fn changes_are_announced_with_notify() {
-    let stop = CancellationToken::new();
-    let _guard = stop.clone().drop_guard();
-    let (udp, tcp) = kdns_net::bind("127.0.0.1:0".parse().expect("addr"))
+    let receiver = Arc::new(NotifyReceiver::default());
+    let (receiver_addr, stop) = test_support::serve_dns(LOOPBACK, receiver.clone())
         .await
         .expect("bind");
-    let receiver_addr = udp.local_addr().expect("addr").to_string();
-    let receiver = Arc::new(NotifyReceiver::default());
-    tokio::spawn(kdns_net::serve(
-        Some(udp),
-        Some(tcp),
-        receiver.clone(),
-        Default::default(),
-        stop.clone(),
-    ));
+    let _guard = stop.drop_guard();
+    let receiver_addr = receiver_addr.to_string();
     let (_k, file) = start_with(
         vec![service("ns1", "svc1").cluster_ip("10.0.0.1").build()],
         &["--notify", &receiver_addr],

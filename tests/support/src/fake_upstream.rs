@@ -10,7 +10,6 @@
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
@@ -57,20 +56,7 @@ impl FakeUpstream {
             soa,
             asked: Mutex::new(Vec::new()),
         });
-        let (udp, tcp) = kdns_net::bind(listen).await?;
-        let addr = udp.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let config = kdns_net::ServerConfig {
-            shutdown_grace: Duration::ZERO,
-            ..kdns_net::ServerConfig::default()
-        };
-        tokio::spawn(kdns_net::serve(
-            Some(udp),
-            Some(tcp),
-            Arc::clone(&zone),
-            config,
-            shutdown.clone(),
-        ));
+        let (addr, shutdown) = crate::serve_dns(listen, Arc::clone(&zone)).await?;
         Ok(Self {
             addr,
             zone,

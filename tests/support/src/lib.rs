@@ -12,6 +12,7 @@
 //! - [`subscribe`], [`timeout_after`]: test logging and hang protection.
 
 pub mod dig;
+pub mod dns_server;
 pub mod fake_api;
 pub mod fake_upstream;
 pub mod fixtures;
@@ -20,6 +21,7 @@ pub mod records;
 pub mod trace;
 
 pub use dig::{DigOutput, dig, dig_async, dig_available};
+pub use dns_server::serve_dns;
 pub use fake_api::FakeApiServer;
 pub use fake_upstream::FakeUpstream;
 pub use http::http_get;

@@ -146,22 +146,10 @@ impl FakeUpstream {
             gate,
             tc_on_udp,
         };
-        let (udp, tcp) = kdns_net::bind((Ipv4Addr::LOCALHOST, 0).into())
-            .await
-            .expect("bind the fake upstream");
-        let addr = udp.local_addr().expect("local address");
-        let shutdown = CancellationToken::new();
-        let config = kdns_net::ServerConfig {
-            shutdown_grace: Duration::ZERO,
-            ..kdns_net::ServerConfig::default()
-        };
-        tokio::spawn(kdns_net::serve(
-            Some(udp),
-            Some(tcp),
-            Arc::new(zone),
-            config,
-            shutdown.clone(),
-        ));
+        let (addr, shutdown) =
+            test_support::serve_dns((Ipv4Addr::LOCALHOST, 0).into(), Arc::new(zone))
+                .await
+                .expect("bind the fake upstream");
         Self {
             addr,
             log,
