@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the pod's three images from the workspace root, tagged as the manifests name them
-# (REGISTRY and TAG override). Needs a reachable Docker engine; without one it says so and fails.
+# Builds the pod's three images and the single-binary image from the workspace root, tagged as
+# the manifests name them (REGISTRY and TAG override). Needs a reachable Docker engine; without
+# one it says so and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ if ! command -v "$DOCKER" >/dev/null 2>&1 || ! "$DOCKER" info >/dev/null 2>&1; t
 fi
 
 # images/<directory> → <registry>/<image>:<tag>
-for entry in kubedns:kubedns dnsmasq:dnsmasq-rs healthz:healthz; do
+for entry in kubedns:kubedns dnsmasq:dnsmasq-rs healthz:healthz single:kube-dns-single; do
   dir=${entry%%:*}
   image=$REGISTRY/${entry#*:}:$TAG
   echo "building $image from images/$dir/Dockerfile"

@@ -56,7 +56,8 @@ pub fn parse_resolv_conf(text: &str) -> ResolvConf {
             // The last of `search` and `domain` wins, as in glibc.
             "search" | "domain" => {
                 conf.search = words
-                    .map(|d| d.strip_suffix('.').unwrap_or(d))
+                    // All of them: `example.com..` must not keep one.
+                    .map(|d| d.trim_end_matches('.'))
                     .filter(|d| !d.is_empty())
                     .map(str::to_owned)
                     .collect();
@@ -156,6 +157,18 @@ garbage \u{fffd}
         let conf = parse_resolv_conf("search a.local b.local.\ndomain c.local\n");
         assert_eq!(conf.search, vec!["c.local".to_owned()]);
         let conf = parse_resolv_conf("domain c.local\nsearch a.local b.local. .\n");
+        assert_eq!(
+            conf.search,
+            vec!["a.local".to_owned(), "b.local".to_owned()]
+        );
+    }
+
+    #[test]
+    fn search_domains_lose_every_trailing_dot() {
+        // Found by fuzzing (config_dir): one dot was stripped, the promise is none left.
+        let conf = parse_resolv_conf("domain example.com..\nnameserver 1.1.1.1\n");
+        assert_eq!(conf.search, vec!["example.com".to_owned()]);
+        let conf = parse_resolv_conf("search a.local... .. b.local\n");
         assert_eq!(
             conf.search,
             vec!["a.local".to_owned(), "b.local".to_owned()]

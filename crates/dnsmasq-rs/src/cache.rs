@@ -10,7 +10,8 @@
 //!
 //! Never cached: SERVFAIL and every other rcode, truncated responses, responses whose question
 //! differs from the key, answers with records outside the question's chain, and anything whose
-//! TTL comes to 0.
+//! TTL comes to 0. Authority and additional records outside the upstream's bailiwick are
+//! scrubbed before an answer gets here ([`crate::bailiwick`]).
 //!
 //! The bound is in records, as dnsmasq's `--cache-size` is: a cached answer weighs as many
 //! records as it holds (a negative one weighs 1, plus 1 for its SOA), and the least recently

@@ -14,6 +14,7 @@ use hickory_proto::rr::Name;
 use kdns_daemon::{LogFormat, parse_duration};
 
 use crate::cache::{CachePolicy, MAX_MIN_CACHE_TTL};
+use crate::rrl::RateLimit;
 
 /// dnsmasq's short options that a cluster's manifests use; passed to `normalize_args` so the
 /// legacy-flag rewriting leaves them alone.
@@ -90,6 +91,25 @@ pub struct Args {
     /// How long to wait for one upstream server before asking the next.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+
+    /// UDP answers per second to one client network (see --rate-limit-ipv4-prefix); beyond it
+    /// requests are dropped or slipped (--rate-limit-slip). 0 turns rate limiting off. TCP is
+    /// never limited.
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit: u32,
+
+    /// Every Nth rate-limited request gets an empty reply with TC set, so real clients retry
+    /// over TCP; 0 drops them all.
+    #[arg(long, default_value_t = 2)]
+    pub rate_limit_slip: u32,
+
+    /// Rate-limit IPv4 clients per network of this prefix length.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub rate_limit_ipv4_prefix: u8,
+
+    /// Rate-limit IPv6 clients per network of this prefix length.
+    #[arg(long, default_value_t = 56, value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub rate_limit_ipv6_prefix: u8,
 
     // --- dnsmasq ---
     /// Accepted: this process never daemonizes.
@@ -424,6 +444,8 @@ pub struct Config {
     pub log_queries: bool,
     /// Log cache statistics this often (zero: never).
     pub log_interval: Duration,
+    /// Per-client UDP response rate limiting; `None` answers everyone.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Config {
@@ -452,6 +474,7 @@ impl Config {
             dns_loop_detect: false,
             log_queries: false,
             log_interval: Duration::ZERO,
+            rate_limit: None,
         }
     }
 }
@@ -549,6 +572,12 @@ impl Args {
             dns_loop_detect: self.dns_loop_detect,
             log_queries: self.log_queries.is_some(),
             log_interval: self.log_interval,
+            rate_limit: (self.rate_limit > 0).then_some(RateLimit {
+                per_second: self.rate_limit,
+                slip: self.rate_limit_slip,
+                ipv4_prefix: self.rate_limit_ipv4_prefix,
+                ipv6_prefix: self.rate_limit_ipv6_prefix,
+            }),
         })
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::bailiwick;
 use crate::cache::{CacheKey, CachePolicy, ResponseCache};
 use crate::chaos::{self, ChaosStats};
 use crate::config::NotifyPolicy;
@@ -415,7 +416,13 @@ impl Inner {
                 .upstream_attempt(attempt.server, attempt.elapsed, failed);
         }
         match result {
-            Ok(answer) => {
+            Ok(mut answer) => {
+                let bailiwick = routes.domain_of(key.name());
+                let scrubbed = bailiwick::scrub(key.name(), &bailiwick, &mut answer.reply);
+                if scrubbed > 0 {
+                    debug!(qname = %key.name(), %bailiwick, scrubbed, "dropped out-of-bailiwick records");
+                    self.metrics.out_of_bailiwick(scrubbed);
+                }
                 let mut cache = lock(&self.cache);
                 // A table swapped while the query was out may send this name elsewhere now.
                 let current = self.routes.load();

@@ -10,7 +10,12 @@
 //! It does not own sockets, framing or hostile-packet handling (`kdns-net`, which also holds the
 //! upstream pool with failover), the ConfigMap format (`kdns-config`), or process plumbing
 //! (`kdns-daemon`).
+//!
+//! [`start_with`] takes servers answered in this process ([`InProcess`]: address → a
+//! `kdns_net::Exchanger`), so that a binary running kubedns beside it asks kubedns's handler
+//! directly instead of over loopback; [`start`] has none.
 
+pub mod bailiwick;
 pub mod cache;
 pub mod chaos;
 pub mod config;
@@ -19,6 +24,7 @@ pub mod hosts;
 pub mod metrics;
 pub mod reload;
 pub mod route;
+pub mod rrl;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +44,7 @@ pub use forwarder::{Forwarder, ForwarderSettings};
 use hosts::Hosts;
 pub use metrics::Metrics;
 use reload::Reloader;
+pub use route::InProcess;
 
 /// A started dnsmasq-rs: where it listens and its handler.
 #[derive(Debug)]
@@ -69,6 +76,18 @@ impl Running {
 /// Reads the configuration sources, binds, starts every task and returns; everything stops
 /// when `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_with(config, shutdown, InProcess::new()).await
+}
+
+/// [`start`], with servers answered in this process: a query that routing sends to an address
+/// of `in_process` is handed to that address's exchanger instead of a socket. Everything else
+/// is as for any server: the cache, coalescing, the counters and failover. This is how one
+/// process runs kubedns and dnsmasq-rs together with no loopback hop.
+pub async fn start_with(
+    config: Config,
+    shutdown: CancellationToken,
+    in_process: InProcess,
+) -> anyhow::Result<Running> {
     let metrics = Metrics::new();
     let (dns_config, updates, invalid) = match &config.config_dir {
         Some(dir) => {
@@ -81,7 +100,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
         None => (DnsConfig::default(), None, None),
     };
-    let mut reloader = Reloader::new(config.clone(), dns_config);
+    let mut reloader = Reloader::with_table(
+        config.clone(),
+        dns_config,
+        route::UpstreamTable::with_in_process(in_process),
+    );
     let routes = reloader.routes().await;
     let hosts = Hosts::read(&config.hosts_files);
     let forwarder = Forwarder::new(
@@ -159,6 +182,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         // Requests waiting on a coalesced fetch hold a slot too; never let this, rather than
         // --dns-forward-max, be the limit.
         max_in_flight: config.dns_forward_max.saturating_mul(4).max(10_000),
+        // Port 53 faces every pod: idle or dribbling connections must not lock others out.
+        tcp_reclaim_after: Some(std::time::Duration::from_secs(1)),
+        response_limiter: config.rate_limit.map(|limit| {
+            Arc::new(rrl::RateLimiter::new(limit, metrics.clone()))
+                as Arc<dyn kdns_net::ResponseLimiter>
+        }),
         ..kdns_net::ServerConfig::default()
     };
     let handler = Arc::new(forwarder.clone());

@@ -28,6 +28,11 @@ struct ServerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -53,6 +58,8 @@ struct Inner {
     notify_invalidated: Counter,
     config_reloads: Counter,
     config_errors: Counter,
+    rate_limited: Family<ActionLabels, Counter>,
+    out_of_bailiwick: Counter,
 }
 
 impl Default for Metrics {
@@ -151,6 +158,18 @@ impl Metrics {
             "Config dir updates rejected as invalid (the previous configuration stays)",
             config_errors.clone(),
         );
+        let rate_limited = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "UDP requests over --rate-limit, by action (dropped, or slipped: answered empty with TC)",
+            rate_limited.clone(),
+        );
+        let out_of_bailiwick = Counter::default();
+        registry.register(
+            "out_of_bailiwick_records",
+            "Upstream authority and additional records dropped for lying outside the question's domain",
+            out_of_bailiwick.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             requests,
@@ -167,6 +186,8 @@ impl Metrics {
             notify_invalidated,
             config_reloads,
             config_errors,
+            rate_limited,
+            out_of_bailiwick,
         }))
     }
 
@@ -256,6 +277,20 @@ impl Metrics {
         if total > seen {
             self.0.config_errors.inc_by(total - seen);
         }
+    }
+
+    /// One UDP request over `--rate-limit`: slipped (answered empty with TC) or dropped.
+    pub fn rate_limited(&self, slipped: bool) {
+        let action = if slipped { "slipped" } else { "dropped" };
+        self.0
+            .rate_limited
+            .get_or_create(&ActionLabels { action })
+            .inc();
+    }
+
+    /// Records stripped from an upstream answer for lying outside its bailiwick.
+    pub fn out_of_bailiwick(&self, records: usize) {
+        self.0.out_of_bailiwick.inc_by(records as u64);
     }
 
     /// `hits.bind`.

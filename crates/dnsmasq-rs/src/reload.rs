@@ -32,9 +32,14 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader for `config`, starting from the ConfigMap `dns`.
     pub fn new(config: Config, dns: DnsConfig) -> Self {
+        Self::with_table(config, dns, UpstreamTable::default())
+    }
+
+    /// [`Reloader::new`], building routes with `table` (which may hold in-process servers).
+    pub fn with_table(config: Config, dns: DnsConfig, table: UpstreamTable) -> Self {
         Self {
             config,
-            table: UpstreamTable::default(),
+            table,
             dns,
             resolved: ResolvedHosts::new(),
             resolv: Vec::new(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::Name;
 use kdns_config::DnsConfig;
-use kdns_net::{Upstream, UpstreamPool};
+use kdns_net::{Exchanger, Upstream, UpstreamPool};
 
 use crate::config::{ServerSpec, ServerTarget};
 
@@ -46,6 +46,15 @@ impl Routes {
             .iter()
             .find(|(domain, _)| domain.zone_of(qname))
             .map_or(&self.default, |(_, route)| route)
+    }
+
+    /// The domain whose route `qname` takes (the root for the default route): the bailiwick
+    /// of the servers asked about it.
+    pub fn domain_of(&self, qname: &Name) -> Name {
+        self.domains
+            .iter()
+            .find(|(domain, _)| domain.zone_of(qname))
+            .map_or_else(Name::root, |(domain, _)| domain.clone())
     }
 
     /// Every upstream, each once (for `servers.bind`): the domains' servers, most specific
@@ -133,15 +142,45 @@ pub struct RouteInputs<'a> {
     pub parallel: bool,
 }
 
+/// Servers answered in this process, by the address routes name them with: a query routed to
+/// one of these addresses is handed to its [`Exchanger`] instead of being sent over a socket.
+pub type InProcess = HashMap<SocketAddr, Arc<dyn Exchanger>>;
+
 /// Keeps one [`Upstream`] per address across rebuilds, so health and counters survive
 /// configuration changes.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct UpstreamTable {
     servers: HashMap<SocketAddr, Arc<Upstream>>,
+    in_process: InProcess,
+}
+
+impl std::fmt::Debug for UpstreamTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTable")
+            .field("servers", &self.servers)
+            .field("in_process", &self.in_process.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl UpstreamTable {
+    /// A table whose servers at the addresses of `in_process` are answered in this process.
+    pub fn with_in_process(in_process: InProcess) -> Self {
+        Self {
+            servers: HashMap::new(),
+            in_process,
+        }
+    }
+
     fn get(&mut self, addr: SocketAddr, always_tcp: &[SocketAddr]) -> Arc<Upstream> {
+        if let Some(exchanger) = self.in_process.get(&addr) {
+            // No transport to choose: --always-tcp does not apply.
+            return self
+                .servers
+                .entry(addr)
+                .or_insert_with(|| Arc::new(Upstream::in_process(addr, Arc::clone(exchanger))))
+                .clone();
+        }
         let tcp = always_tcp.contains(&addr);
         let server = self
             .servers
@@ -421,6 +460,42 @@ mod tests {
             &[],
         );
         assert_eq!(moved.changed_domains(&new_default), [Name::root()]);
+    }
+
+    #[test]
+    fn a_server_with_an_in_process_exchanger_is_answered_in_process_and_others_are_not() {
+        #[derive(Debug)]
+        struct Unused;
+        impl Exchanger for Unused {
+            fn exchange(
+                &self,
+                query: hickory_proto::op::Message,
+            ) -> futures::future::BoxFuture<'static, hickory_proto::op::Message> {
+                Box::pin(std::future::ready(query))
+            }
+        }
+        let kubedns = addr("127.0.0.1:10053");
+        let mut table =
+            UpstreamTable::with_in_process(InProcess::from([(kubedns, Arc::new(Unused) as _)]));
+        let servers = specs(&["/cluster.local/127.0.0.1#10053", "8.8.8.8"]);
+        let routes = table.build(&RouteInputs {
+            servers: &servers,
+            dns: &DnsConfig::default(),
+            resolv: &[],
+            resolved: &ResolvedHosts::new(),
+            always_tcp: &[kubedns],
+            timeout: Duration::from_secs(1),
+            parallel: false,
+        });
+        let kinds: Vec<_> = routes
+            .upstreams()
+            .iter()
+            .map(|s| (s.addr(), s.is_in_process(), s.always_tcp()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(kubedns, true, false), (addr("8.8.8.8:53"), false, false)]
+        );
     }
 
     #[test]

@@ -284,11 +284,22 @@ impl fmt::Display for ProbeSpec {
     /// The canonical `--probe` form, which parses back to the same spec.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let interval = self.interval;
-        write!(f, "{},{},{},", self.label, self.server, self.name)?;
+        // The name's ASCII form: `Name`'s Display turns IDNA (`xn--`) labels into Unicode,
+        // which does not parse back.
+        write!(
+            f,
+            "{},{},{},",
+            self.label,
+            self.server,
+            self.name.to_ascii()
+        )?;
         if interval.subsec_nanos() == 0 {
             write!(f, "{}", interval.as_secs())?;
-        } else {
+        } else if interval.subsec_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}ms", interval.as_millis())?;
+        } else {
+            // Whole nanoseconds are what the parser keeps, so nothing is rounded away.
+            write!(f, "{}ns", interval.as_nanos())?;
         }
         write!(f, ",{},{}", self.qtype, self.transport)
     }
@@ -518,6 +529,32 @@ mod tests {
         }
         let spec: ProbeSpec = "x,::1,example.com".parse().expect("valid");
         assert_eq!(spec.to_string(), "x,[::1]:53,example.com.,5,ANY,udp");
+    }
+
+    #[test]
+    fn idna_names_and_sub_millisecond_intervals_display_in_a_form_that_parses_back() {
+        // Found by fuzzing (healthz_probe): the first displayed its name in Unicode, the
+        // others an interval cut to whole milliseconds ("0ms", which is refused).
+        for (input, shown) in [
+            (
+                "dmaq,s127asq,1s27.0.0.1127.xn--h1ubRV",
+                "dmaq,s127asq:53,1s27.0.0.1127.xn--h1ubRV.,5,ANY,udp",
+            ),
+            (
+                "x,127.0.0.1,xn--bcher-kva.example,1us",
+                "x,127.0.0.1:53,xn--bcher-kva.example.,1000ns,ANY,udp",
+            ),
+            (
+                "x,127.0.0.1,n,1500us",
+                "x,127.0.0.1:53,n.,1500000ns,ANY,udp",
+            ),
+            ("x,127.0.0.1,n,2.5s", "x,127.0.0.1:53,n.,2500ms,ANY,udp"),
+        ] {
+            let spec: ProbeSpec = input.parse().expect("valid");
+            assert_eq!(spec.to_string(), shown);
+            let again: ProbeSpec = shown.parse().expect("display parses");
+            assert_eq!(again, spec, "{input} -> {shown}");
+        }
     }
 
     #[test]

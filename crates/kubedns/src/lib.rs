@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Args;
-use dns::ClusterZone;
+pub use dns::ClusterZone;
 use forward::{Forwarder, Upstreams};
 use metrics::Metrics;
 use records::Records;
@@ -47,6 +47,11 @@ pub struct Running {
     pub store: Store,
     /// Ready after the first full sync.
     pub readiness: Readiness,
+    /// The DNS handler the server runs. A process that embeds kubedns beside a cache can hand
+    /// it queries directly (`kdns_net::HandlerExchanger`), with no socket between them.
+    pub zone: Arc<ClusterZone>,
+    /// Counters of the DNS server: what arrived over the sockets.
+    pub dns_stats: Arc<kdns_net::ServerStats>,
     server: kdns_net::RunningServer,
 }
 
@@ -215,7 +220,14 @@ pub async fn start_with(
         );
     }
 
-    let (handler, config) = (Arc::new(zone), kdns_net::ServerConfig::default());
+    let config = kdns_net::ServerConfig {
+        // Node-local caches hold TCP connections to it; idle or dribbling ones must not lock
+        // the others out until they time out.
+        tcp_reclaim_after: Some(Duration::from_secs(1)),
+        ..kdns_net::ServerConfig::default()
+    };
+    let handler = Arc::new(zone);
+    let (zone, dns_stats) = (handler.clone(), config.stats.clone());
     let server = match dns_on {
         DnsOn::OwnThread => {
             kdns_net::serve_on_thread("dns", Some(udp), Some(tcp), handler, config, shutdown)
@@ -231,6 +243,8 @@ pub async fn start_with(
         metrics: metrics_addr,
         store,
         readiness,
+        zone,
+        dns_stats,
         server,
     })
 }

@@ -3,8 +3,9 @@
 //!
 //! One message per changed owner name, question `<name> IN SOA`, opcode NOTIFY, AA set; the
 //! receiver drops what it caches at and below the name and acknowledges. When a publish changes
-//! more than [`crate::store::MAX_CHANGED_NAMES`] names, one NOTIFY for the zone apex replaces
-//! them. Unacknowledged messages are resent up to three times, 100 ms apart.
+//! more than [`crate::store::MAX_CHANGED_NAMES`] names, NOTIFY for the zone apex and for the two
+//! reverse zones replaces them (a cache holds PTR answers under `in-addr.arpa.` and `ip6.arpa.`,
+//! not under the zone). Unacknowledged messages are resent up to three times, 100 ms apart.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,8 +35,8 @@ impl Notifier {
                 }
                 names.sort();
                 names.dedup();
-                if names.len() > crate::store::MAX_CHANGED_NAMES {
-                    names = vec![zone.clone()];
+                if names.len() > crate::store::MAX_CHANGED_NAMES || names.contains(&zone) {
+                    names = everything(&zone);
                 }
                 let sends = targets
                     .iter()
@@ -52,6 +53,14 @@ impl Notifier {
             let _ = self.tx.send(names);
         }
     }
+}
+
+/// The names that stand for every answer: the zone apex and the reverse zones.
+fn everything(zone: &Name) -> Vec<Name> {
+    let reverse = ["in-addr.arpa.", "ip6.arpa."]
+        .into_iter()
+        .filter_map(|z| Name::from_ascii(z).ok());
+    std::iter::once(zone.clone()).chain(reverse).collect()
 }
 
 /// The NOTIFY message for `name`.
@@ -72,5 +81,17 @@ async fn send(target: SocketAddr, name: Name) {
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_changed_covers_the_reverse_zones_too() {
+        let zone = Name::from_ascii("cluster.local.").expect("a name");
+        let names: Vec<String> = everything(&zone).iter().map(Name::to_ascii).collect();
+        assert_eq!(names, ["cluster.local.", "in-addr.arpa.", "ip6.arpa."]);
     }
 }

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
+use smallvec::SmallVec;
 
 use crate::model::{ObjectKey, PodInfo, ServiceInfo, SliceInfo};
 use crate::records::{self, Namespace, PtrTarget, Records};
@@ -123,7 +124,9 @@ pub struct Writer {
     /// Slices by (resource, slice key): EndpointSlices and Endpoints never mix their keys.
     slices: HashMap<(Resource, ObjectKey), Arc<SliceInfo>>,
     /// The slices of each Service; nearly always one or two, so a list.
-    slices_by_service: HashMap<ObjectKey, Vec<(Resource, ObjectKey)>>,
+    /// Nearly every Service has one slice: held inline, a `Vec`'s first growth to four
+    /// entries cost a megabyte at 10,000 Services.
+    slices_by_service: HashMap<ObjectKey, SmallVec<[(Resource, ObjectKey); 1]>>,
     pods: HashMap<ObjectKey, Arc<PodInfo>>,
     init: HashMap<Resource, Vec<Object>>,
     synced: HashSet<Resource>,
@@ -327,6 +330,8 @@ impl Writer {
     /// Rebuilds the records of every Service the applied events touched.
     fn rebuild_dirty(&mut self) {
         let mut dirty: Vec<ObjectKey> = self.dirty.drain().collect();
+        // An initial list dirties every Service at once; do not keep that capacity for ever.
+        self.dirty.shrink_to(64);
         dirty.sort();
         for key in &dirty {
             self.rebuild_service(key);

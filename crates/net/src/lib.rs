@@ -10,7 +10,9 @@
 //! - [`exchange_udp`], [`exchange_tcp`] and [`exchange`] send one query and wait for the one
 //!   reply that matches it; [`query_message`] and [`with_edns`] build queries.
 //! - [`UpstreamPool`] asks an ordered list of [`Upstream`] servers with failover, skipping
-//!   servers that recently failed, and counts queries and failures per server.
+//!   servers that recently failed, and counts queries and failures per server. An upstream may
+//!   live in the same process: [`Upstream::in_process`] hands its queries to an [`Exchanger`]
+//!   (any [`Handler`], through [`HandlerExchanger`]) instead of a socket.
 //!
 //! What the server does with a request, in order:
 //!
@@ -34,6 +36,9 @@ mod wire;
 pub use client::{ClientError, exchange, exchange_tcp, exchange_udp, query_message, with_edns};
 pub use handler::{Handler, Protocol, Request};
 pub use server::{
-    RunningServer, ServerConfig, ServerStats, bind, serve, serve_in_task, serve_on_thread,
+    Limit, ResponseLimiter, RunningServer, ServerConfig, ServerStats, answer_message, bind, serve,
+    serve_in_task, serve_on_thread, serve_stream,
 };
-pub use upstream::{Answer, Attempt, PoolError, Upstream, UpstreamPool};
+pub use upstream::{
+    Answer, Attempt, Exchanger, HandlerExchanger, PoolError, Upstream, UpstreamPool,
+};

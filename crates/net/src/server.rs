@@ -1,6 +1,7 @@
 //! The DNS server loop: one UDP receive loop and one TCP accept loop around a [`Handler`].
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -11,10 +12,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -39,10 +40,21 @@ pub struct ServerConfig {
     /// How long a TCP connection may sit idle, and the bound on receiving one whole framed
     /// message (a client dribbling bytes is cut off when it expires). Also bounds each write.
     pub tcp_idle_timeout: Duration,
-    /// Open TCP connections across all clients; further connections are closed on accept.
+    /// Open TCP connections across all clients; further connections are closed on accept
+    /// (or reclaim a stale one, see `tcp_reclaim_after`).
     pub max_tcp_connections: usize,
     /// Open TCP connections from one client IP address; further ones are closed on accept.
     pub max_tcp_connections_per_ip: usize,
+    /// What a new connection does when `max_tcp_connections` are open. `None`: it is closed.
+    /// `Some(age)`: it takes the place of the open connection that has gone longest without
+    /// completing a message, if that is at least `age` (so a flood of idle or dribbling
+    /// connections cannot lock well-behaved clients out until the idle timeout); only when
+    /// no connection is that stale is the new one closed.
+    pub tcp_reclaim_after: Option<Duration>,
+    /// Per-client response rate limiting for UDP, consulted before each request that would
+    /// get a reply; `None` answers everyone. TCP is never limited (its source address is
+    /// proven by the handshake, so it cannot be used for reflection).
+    pub response_limiter: Option<Arc<dyn ResponseLimiter>>,
     /// UDP requests whose handler did not finish on first poll and are still running. Beyond
     /// this, new such requests are dropped and counted in [`ServerStats::overloaded`].
     pub max_in_flight: usize,
@@ -59,6 +71,8 @@ impl Default for ServerConfig {
             tcp_idle_timeout: Duration::from_secs(10),
             max_tcp_connections: 1024,
             max_tcp_connections_per_ip: 64,
+            tcp_reclaim_after: None,
+            response_limiter: None,
             max_in_flight: 10_000,
             shutdown_grace: Duration::from_secs(5),
             stats: Arc::default(),
@@ -93,6 +107,31 @@ pub struct ServerStats {
     pub tcp_rejected: AtomicU64,
     /// TCP connections closed because they were idle or too slow to send a message.
     pub tcp_timeouts: AtomicU64,
+    /// Stale TCP connections closed to make room for a new one at the total cap.
+    pub tcp_reclaimed: AtomicU64,
+    /// UDP requests left unanswered by the [`ResponseLimiter`].
+    pub rate_limited_dropped: AtomicU64,
+    /// UDP requests answered with an empty truncated reply by the [`ResponseLimiter`].
+    pub rate_limited_slipped: AtomicU64,
+}
+
+/// What a [`ResponseLimiter`] lets the server do with one UDP request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Answer it as usual.
+    Answer,
+    /// Send an empty reply with TC set instead, so a real client retries over TCP, while a
+    /// spoofed victim of reflection gets nothing larger than the query.
+    Slip,
+    /// Send nothing.
+    Drop,
+}
+
+/// Decides, per client address, whether a UDP request is answered. Called once per request
+/// that would get a reply, from the receive loop, so it must be quick and must not block.
+pub trait ResponseLimiter: Send + Sync + Debug + 'static {
+    /// The fate of one request from `client`.
+    fn check(&self, client: IpAddr) -> Limit;
 }
 
 impl ServerStats {
@@ -142,15 +181,7 @@ pub async fn serve<H: Handler>(
         debug!(addr = %tcp.local_addr()?, "serving DNS over TCP");
     }
 
-    let server = Arc::new(Server {
-        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-        config,
-        handler,
-        tasks: TaskTracker::new(),
-        abandon: CancellationToken::new(),
-        connections: Arc::default(),
-        shutdown,
-    });
+    let server = Arc::new(Server::new(handler, config, shutdown));
 
     let udp_loop = async {
         if let Some(udp) = udp {
@@ -209,6 +240,18 @@ enum Next {
 type BoxedResponse = Pin<Box<dyn Future<Output = Message> + Send>>;
 
 impl<H: Handler> Server<H> {
+    fn new(handler: Arc<H>, config: ServerConfig, shutdown: CancellationToken) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            handler,
+            tasks: TaskTracker::new(),
+            abandon: CancellationToken::new(),
+            connections: Arc::default(),
+            shutdown,
+        }
+    }
+
     fn stats(&self) -> &ServerStats {
         &self.config.stats
     }
@@ -290,12 +333,44 @@ impl<H: Handler> Server<H> {
             };
             match self.next(bytes, src, Protocol::Udp) {
                 Next::Nothing => {}
-                Next::Send(reply) => send_datagram(&socket, &reply, src).await,
-                Next::Handle(request, fitting) => {
-                    self.handle_datagram(&socket, request, fitting).await;
-                }
+                Next::Send(reply) => match self.limit(src) {
+                    // An error reply is as small as a truncated one: slipping sends it.
+                    Limit::Answer | Limit::Slip => send_datagram(&socket, &reply, src).await,
+                    Limit::Drop => {}
+                },
+                Next::Handle(request, fitting) => match self.limit(src) {
+                    Limit::Answer => self.handle_datagram(&socket, request, fitting).await,
+                    Limit::Slip => {
+                        let mut reply = Message::response(
+                            request.message.metadata.id,
+                            request.message.metadata.op_code,
+                        );
+                        reply.metadata.recursion_desired =
+                            request.message.metadata.recursion_desired;
+                        reply.metadata.truncation = true;
+                        reply.queries = request.message.queries;
+                        if let Some(reply) = fitting.fit(reply) {
+                            send_datagram(&socket, &reply.into_bytes(), src).await;
+                        }
+                    }
+                    Limit::Drop => {}
+                },
             }
         }
+    }
+
+    /// Asks the response limiter, if any, about a UDP request from `src`, counting its verdict.
+    fn limit(&self, src: SocketAddr) -> Limit {
+        let Some(limiter) = &self.config.response_limiter else {
+            return Limit::Answer;
+        };
+        let verdict = limiter.check(src.ip());
+        match verdict {
+            Limit::Answer => {}
+            Limit::Slip => ServerStats::bump(&self.stats().rate_limited_slipped),
+            Limit::Drop => ServerStats::bump(&self.stats().rate_limited_dropped),
+        }
+        verdict
     }
 
     /// Runs the handler for one datagram. Most answers come from memory and are ready on first
@@ -357,17 +432,28 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
             };
-            let Some(slot) = Connections::admit(&self.connections, &self.config, peer.ip()) else {
-                debug!(%peer, "closed TCP connection: over the connection cap");
-                ServerStats::bump(&self.stats().tcp_rejected);
-                continue;
+            let slot = match Connections::admit(&self.connections, &self.config, peer.ip()) {
+                Admission::Admitted(slot) => slot,
+                Admission::Reclaimed(slot, victim) => {
+                    debug!(%peer, %victim, "closed the stalest TCP connection to make room");
+                    ServerStats::bump(&self.stats().tcp_reclaimed);
+                    slot
+                }
+                Admission::Refused => {
+                    debug!(%peer, "closed TCP connection: over the connection cap");
+                    ServerStats::bump(&self.stats().tcp_rejected);
+                    continue;
+                }
             };
+            // Replies are small and written whole; don't let Nagle hold pipelined ones back.
+            let _ = stream.set_nodelay(true);
             let server = self.clone();
             self.tasks.spawn(async move {
-                let _slot = slot;
+                let reclaimed = slot.closed.clone();
                 tokio::select! {
                     () = server.abandon.cancelled() => {}
-                    () = server.tcp_connection(stream, peer) => {}
+                    () = reclaimed.cancelled() => {}
+                    () = server.tcp_connection(stream, peer, Some(&slot)) => {}
                 }
             });
         }
@@ -375,9 +461,10 @@ impl<H: Handler> Server<H> {
 
     /// Answers framed queries on one connection, one at a time, until the client closes it,
     /// misbehaves, goes quiet for `tcp_idle_timeout`, or the server shuts down.
-    async fn tcp_connection(&self, mut stream: TcpStream, peer: SocketAddr) {
-        // Replies are small and written whole; don't let Nagle hold pipelined ones back.
-        let _ = stream.set_nodelay(true);
+    async fn tcp_connection<S>(&self, mut stream: S, peer: SocketAddr, slot: Option<&Slot>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let limit = self.config.tcp_idle_timeout;
         loop {
             // One timer covers both the idle wait and receiving the whole message, which is
@@ -402,6 +489,9 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             };
+            if let Some(slot) = slot {
+                slot.touch();
+            }
             let reply = match self.next(&bytes, peer, Protocol::Tcp) {
                 // A stream that carries junk is not worth keeping.
                 Next::Nothing => return,
@@ -433,6 +523,44 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// Answers one message exactly as [`serve`] does, without a socket: the same vetting, handler
+/// call and fitting to `protocol` (on UDP, to the client's payload size), counted in
+/// `config.stats`; the response limiter is not consulted. `None` where the server would send
+/// nothing. For tests and fuzzing.
+pub async fn answer_message<H: Handler>(
+    handler: Arc<H>,
+    config: ServerConfig,
+    bytes: &[u8],
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Option<Vec<u8>> {
+    let server = Server::new(handler, config, CancellationToken::new());
+    if protocol == Protocol::Udp && bytes.len() > UDP_RECV_BUF {
+        ServerStats::bump(&server.stats().dropped);
+        return None;
+    }
+    match server.next(bytes, src, protocol) {
+        Next::Nothing => None,
+        Next::Send(reply) => Some(reply),
+        Next::Handle(request, fitting) => {
+            let message = server.handler.handle(request).await;
+            server.fit(&fitting, message)
+        }
+    }
+}
+
+/// Runs [`serve`]'s TCP connection handling on any byte stream until the peer closes it,
+/// misbehaves or idles past [`ServerConfig::tcp_idle_timeout`]: length-prefixed requests in,
+/// length-prefixed replies out. For tests and fuzzing the framing without a TCP socket.
+pub async fn serve_stream<H, S>(handler: Arc<H>, config: ServerConfig, stream: S, peer: SocketAddr)
+where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server = Server::new(handler, config, CancellationToken::new());
+    server.tcp_connection(stream, peer, None).await;
+}
+
 async fn send_datagram(socket: &UdpSocket, reply: &[u8], dst: SocketAddr) {
     if let Err(error) = socket.send_to(reply, dst).await {
         debug!(%dst, %error, "UDP send failed");
@@ -442,45 +570,119 @@ async fn send_datagram(socket: &UdpSocket, reply: &[u8], dst: SocketAddr) {
 /// Open TCP connections, in total and per client address.
 #[derive(Debug, Default)]
 struct Connections {
-    total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    open: HashMap<u64, Open>,
+    next_id: u64,
+}
+
+/// One open connection, as the table sees it.
+#[derive(Debug)]
+struct Open {
+    ip: IpAddr,
+    /// When it was accepted or last completed a message.
+    active: Instant,
+    /// Cancelled to close it when it is reclaimed.
+    closed: CancellationToken,
+}
+
+/// The outcome of [`Connections::admit`].
+enum Admission {
+    Admitted(Slot),
+    /// Admitted in place of the connection from this address, which is being closed.
+    Reclaimed(Slot, IpAddr),
+    Refused,
 }
 
 impl Connections {
-    /// Takes a slot for a connection from `ip`, or `None` if a cap is reached.
-    fn admit(table: &Arc<Mutex<Self>>, config: &ServerConfig, ip: IpAddr) -> Option<Slot> {
+    /// Takes a slot for a connection from `ip`: a free one, or (with `tcp_reclaim_after`)
+    /// that of the stalest connection; `Refused` if a cap is reached.
+    fn admit(table: &Arc<Mutex<Self>>, config: &ServerConfig, ip: IpAddr) -> Admission {
         let mut connections = table.lock().unwrap_or_else(PoisonError::into_inner);
         let from_ip = connections.per_ip.get(&ip).copied().unwrap_or(0);
-        if connections.total >= config.max_tcp_connections
-            || from_ip >= config.max_tcp_connections_per_ip
-        {
-            return None;
+        if from_ip >= config.max_tcp_connections_per_ip {
+            return Admission::Refused;
         }
-        connections.total += 1;
-        connections.per_ip.insert(ip, from_ip + 1);
-        Some(Slot {
+        let now = Instant::now();
+        let mut victim = None;
+        if connections.open.len() >= config.max_tcp_connections {
+            let Some(age) = config.tcp_reclaim_after else {
+                return Admission::Refused;
+            };
+            let stalest = connections
+                .open
+                .iter()
+                .min_by_key(|(_, open)| open.active)
+                .filter(|(_, open)| now.saturating_duration_since(open.active) >= age)
+                .map(|(id, _)| *id);
+            let Some(id) = stalest else {
+                return Admission::Refused;
+            };
+            let open = connections.forget(id).expect("the stalest is open");
+            open.closed.cancel();
+            victim = Some(open.ip);
+        }
+        let id = connections.next_id;
+        connections.next_id += 1;
+        let closed = CancellationToken::new();
+        connections.open.insert(
+            id,
+            Open {
+                ip,
+                active: now,
+                closed: closed.clone(),
+            },
+        );
+        *connections.per_ip.entry(ip).or_default() += 1;
+        let slot = Slot {
             table: table.clone(),
-            ip,
-        })
+            id,
+            closed,
+        };
+        match victim {
+            Some(victim) => Admission::Reclaimed(slot, victim),
+            None => Admission::Admitted(slot),
+        }
+    }
+
+    /// Removes connection `id` from the table and the per-IP counts.
+    fn forget(&mut self, id: u64) -> Option<Open> {
+        let open = self.open.remove(&id)?;
+        if let Some(count) = self.per_ip.get_mut(&open.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_ip.remove(&open.ip);
+            }
+        }
+        Some(open)
     }
 }
 
 /// A connection's place in [`Connections`], given back on drop.
 struct Slot {
     table: Arc<Mutex<Connections>>,
-    ip: IpAddr,
+    id: u64,
+    /// Cancelled when the connection is reclaimed for another.
+    closed: CancellationToken,
+}
+
+impl Slot {
+    /// Notes that the connection just completed a message.
+    fn touch(&self) {
+        let mut connections = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = connections.open.get_mut(&self.id) {
+            open.active = Instant::now();
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut connections = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        connections.total = connections.total.saturating_sub(1);
-        if let Some(count) = connections.per_ip.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                connections.per_ip.remove(&self.ip);
-            }
-        }
+        // Already gone if it was reclaimed.
+        let _ = self
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(self.id);
     }
 }
 

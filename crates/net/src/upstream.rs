@@ -9,6 +9,12 @@
 //!
 //! [`Upstream`]s are shared (`Arc`), so a caller that rebuilds its pools when its configuration
 //! changes can keep a server's health and counters across the rebuild.
+//!
+//! An upstream is normally reached over a socket. [`Upstream::in_process`] makes one that is
+//! answered by an [`Exchanger`] in the same process instead (for instance a [`Handler`] wrapped
+//! in [`HandlerExchanger`]): the query is handed over as a [`Message`], with no socket and no
+//! encoding, while the pool keeps treating it as the server at its address, with the same
+//! counters, timeout, health and failover.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +22,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use hickory_proto::op::{Message, ResponseCode};
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::client::{ClientError, exchange_tcp, exchange_udp};
+use crate::handler::{Handler, Protocol, Request};
 
 /// How long a server stays down after its first failure in a row.
 const DOWN_INITIAL: Duration = Duration::from_secs(1);
@@ -33,10 +41,66 @@ const DOWN_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Upstream {
     addr: SocketAddr,
-    always_tcp: bool,
+    transport: Transport,
     queries: AtomicU64,
     failures: AtomicU64,
     health: Mutex<Health>,
+}
+
+/// Answers queries in the process, in place of a server behind a socket.
+///
+/// The reply is the complete response, as a [`Handler`] builds it; it is taken as if it had
+/// come from the server (its ID and question are not checked, no truncation applies). The
+/// future must be `'static` so that a pool can run it beside others; an implementation clones
+/// what it needs into it.
+pub trait Exchanger: Send + Sync + 'static {
+    /// Answers `query`.
+    fn exchange(&self, query: Message) -> BoxFuture<'static, Message>;
+}
+
+/// An [`Exchanger`] over a [`Handler`]: each query becomes a [`Request`] from `src`, as if it
+/// had come over TCP (the whole response, never cut to a UDP size).
+#[derive(Debug)]
+pub struct HandlerExchanger<H> {
+    handler: Arc<H>,
+    src: SocketAddr,
+}
+
+impl<H: Handler> HandlerExchanger<H> {
+    /// Hands queries to `handler`, as from `src`.
+    pub fn new(handler: Arc<H>, src: SocketAddr) -> Self {
+        Self { handler, src }
+    }
+}
+
+impl<H: Handler> Exchanger for HandlerExchanger<H> {
+    fn exchange(&self, query: Message) -> BoxFuture<'static, Message> {
+        let handler = Arc::clone(&self.handler);
+        let request = Request {
+            message: query,
+            src: self.src,
+            protocol: Protocol::Tcp,
+        };
+        Box::pin(async move { handler.handle(request).await })
+    }
+}
+
+/// How an [`Upstream`] is reached.
+enum Transport {
+    /// Over the network: UDP (TCP after truncation), or always TCP.
+    Socket { always_tcp: bool },
+    /// By a call in this process.
+    InProcess(Arc<dyn Exchanger>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Socket { always_tcp: false } => f.write_str("udp"),
+            Self::Socket { always_tcp: true } => f.write_str("tcp"),
+            Self::InProcess(_) => f.write_str("in-process"),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -51,9 +115,19 @@ impl Upstream {
     /// Always-TCP is what a cache in front of cluster DNS wants: no conntrack races on UDP, and
     /// no truncated first attempt for large answers.
     pub fn new(addr: SocketAddr, always_tcp: bool) -> Self {
+        Self::with_transport(addr, Transport::Socket { always_tcp })
+    }
+
+    /// The server at `addr`, answered in this process by `exchanger` instead of over a socket:
+    /// for a server that lives in the same process as its client.
+    pub fn in_process(addr: SocketAddr, exchanger: Arc<dyn Exchanger>) -> Self {
+        Self::with_transport(addr, Transport::InProcess(exchanger))
+    }
+
+    fn with_transport(addr: SocketAddr, transport: Transport) -> Self {
         Self {
             addr,
-            always_tcp,
+            transport,
             queries: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             health: Mutex::new(Health::default()),
@@ -65,9 +139,14 @@ impl Upstream {
         self.addr
     }
 
-    /// Whether every query goes over TCP.
+    /// Whether every query goes over TCP (never for an in-process server).
     pub fn always_tcp(&self) -> bool {
-        self.always_tcp
+        matches!(self.transport, Transport::Socket { always_tcp: true })
+    }
+
+    /// Whether queries are answered in this process rather than over a socket.
+    pub fn is_in_process(&self) -> bool {
+        matches!(self.transport, Transport::InProcess(_))
     }
 
     /// Queries sent to this server so far.
@@ -95,7 +174,7 @@ impl Upstream {
     /// counts as the server being up, whatever its rcode.
     ///
     /// Over UDP, a truncated reply is asked again over TCP; if that fails, the truncated reply
-    /// is returned.
+    /// is returned. An in-process server is called directly, within the same `timeout`.
     pub async fn exchange(
         &self,
         query: &Message,
@@ -104,22 +183,33 @@ impl Upstream {
         let mut query = query.clone();
         query.metadata.id = rand::random();
         self.queries.fetch_add(1, Ordering::Relaxed);
-        let result = if self.always_tcp {
-            exchange_tcp(self.addr, &query, timeout).await
-        } else {
-            match exchange_udp(self.addr, &query, timeout).await {
-                Ok(reply) if reply.metadata.truncation => {
-                    // A server without working TCP still answered: hand on the truncated
-                    // reply (which is never cached) so the client can decide, rather than fail.
-                    match exchange_tcp(self.addr, &query, timeout).await {
-                        Ok(whole) => Ok(whole),
-                        Err(error) => {
-                            debug!(server = %self.addr, %error, "TCP retry of a truncated reply failed");
-                            Ok(reply)
+        let result = match &self.transport {
+            Transport::InProcess(exchanger) => {
+                tokio::time::timeout(timeout, exchanger.exchange(query))
+                    .await
+                    .map_err(|_| ClientError::Timeout {
+                        timeout,
+                        ignored: 0,
+                    })
+            }
+            Transport::Socket { always_tcp: true } => {
+                exchange_tcp(self.addr, &query, timeout).await
+            }
+            Transport::Socket { always_tcp: false } => {
+                match exchange_udp(self.addr, &query, timeout).await {
+                    Ok(reply) if reply.metadata.truncation => {
+                        // A server without working TCP still answered: hand on the truncated
+                        // reply (which is never cached) so the client can decide, rather than fail.
+                        match exchange_tcp(self.addr, &query, timeout).await {
+                            Ok(whole) => Ok(whole),
+                            Err(error) => {
+                                debug!(server = %self.addr, %error, "TCP retry of a truncated reply failed");
+                                Ok(reply)
+                            }
                         }
                     }
+                    other => other,
                 }
-                other => other,
             }
         };
         match &result {
@@ -378,6 +468,61 @@ mod tests {
         assert!(!upstream.is_down(now + DOWN_MAX));
         upstream.mark_up();
         assert!(!upstream.is_down(now));
+    }
+
+    /// Answers every query with NOERROR and the query's question, after `delay`.
+    #[derive(Debug)]
+    struct Echo {
+        delay: Duration,
+    }
+
+    impl Exchanger for Echo {
+        fn exchange(&self, query: Message) -> BoxFuture<'static, Message> {
+            let delay = self.delay;
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                reply.queries = query.queries;
+                reply
+            })
+        }
+    }
+
+    fn query() -> Message {
+        crate::client::query_message("example.com.", hickory_proto::rr::RecordType::A)
+            .expect("valid name")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_in_process_server_answers_without_a_socket_and_keeps_its_counters() {
+        let addr: SocketAddr = (Ipv4Addr::LOCALHOST, 10053).into();
+        let fast = Arc::new(Upstream::in_process(
+            addr,
+            Arc::new(Echo {
+                delay: Duration::ZERO,
+            }),
+        ));
+        assert!(fast.is_in_process() && !fast.always_tcp());
+        let pool = UpstreamPool::new(vec![fast.clone()], Duration::from_secs(1));
+        let answer = pool.exchange(&query()).await.expect("answered");
+        assert_eq!(answer.server, addr);
+        assert_eq!(answer.reply.queries, query().queries);
+        assert_eq!((fast.queries(), fast.failures()), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_in_process_server_times_out_and_is_marked_down_like_a_remote_one() {
+        let slow = Arc::new(Upstream::in_process(
+            (Ipv4Addr::LOCALHOST, 10053).into(),
+            Arc::new(Echo {
+                delay: Duration::from_secs(5),
+            }),
+        ));
+        let pool = UpstreamPool::new(vec![slow.clone()], Duration::from_secs(1));
+        let error = pool.exchange(&query()).await.expect_err("timed out");
+        assert!(matches!(error, PoolError::AllFailed { .. }), "{error}");
+        assert_eq!((slow.queries(), slow.failures()), (1, 1));
+        assert!(slow.is_down(Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -38,6 +38,12 @@ pub fn path(binary: Binary) -> PathBuf {
     path
 }
 
+/// The target directory this test runs from (`target/`, or `CARGO_TARGET_DIR`), for reports.
+pub fn target_dir() -> PathBuf {
+    let profile = profile_dir();
+    profile.parent().map_or(profile.clone(), Path::to_path_buf)
+}
+
 /// `target/<profile>`: the test executable lives in its `deps/`.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");

@@ -9,7 +9,8 @@
 //!   missing or older than their sources);
 //! - [`pod`]: the three binaries started as processes on loopback ports, wired as a manifest
 //!   wires them, and killed on drop;
-//! - [`client`]: DNS and HTTP requests to them.
+//! - [`client`]: DNS and HTTP requests to them;
+//! - [`procfs`]: their memory, threads and open files, read from `/proc`.
 //!
 //! It does not own the binaries' behaviour: each crate tests its own; these tests check that
 //! they fit together, and fit the manifests.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod container;
 pub mod manifest;
 pub mod pod;
+pub mod procfs;
 
 use std::path::PathBuf;
 use std::time::Duration;

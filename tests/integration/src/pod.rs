@@ -184,6 +184,11 @@ impl Process {
         }
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
@@ -298,6 +303,18 @@ impl Pod {
     /// kubedns's command line (without the program name).
     pub fn kubedns_args(&self) -> &[String] {
         &self.kubedns_cmd.args
+    }
+
+    /// The three processes by binary name, with their process ids (`None` once one has exited).
+    pub fn pids(&self) -> [(&'static str, Option<u32>); 3] {
+        [&self.kubedns, &self.dnsmasq, &self.healthz].map(|p| (p.name, p.pid()))
+    }
+
+    /// The last lines of output of the three processes, for failure reports.
+    pub fn logs(&self) -> String {
+        [&self.kubedns, &self.dnsmasq, &self.healthz]
+            .map(|p| format!("---- {} ----\n{}", p.name, p.log()))
+            .join("\n")
     }
 
     /// SIGKILLs kubedns and waits until it is gone.

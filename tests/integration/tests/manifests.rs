@@ -184,7 +184,7 @@ fn the_upstream_addons_command_lines_run_unchanged_on_these_binaries() {
 }
 
 #[test]
-fn the_drop_in_is_the_upstream_addon_but_for_images_and_the_dnsmasq_security_context() {
+fn the_drop_in_is_the_upstream_addon_but_for_images_and_security_contexts() {
     let ours = Manifest::load("manifests/kube-dns.yaml");
     let upstream = Manifest::load(UPSTREAM_ADDON);
     for want in &upstream.documents {
@@ -209,10 +209,9 @@ fn the_drop_in_is_the_upstream_addon_but_for_images_and_the_dnsmasq_security_con
                     .unwrap_or_else(|| panic!("{} runs {image}, not ours", container["name"]));
                 assert_eq!(image, binary.image());
                 container["image"] = upstream["image"].clone();
-                // Not root, and no SETGID: nothing in dnsmasq-rs changes users.
-                if container["name"] == "dnsmasq" {
-                    container["securityContext"] = upstream["securityContext"].clone();
-                }
+                // Ours are stricter (no capabilities but NET_BIND_SERVICE for port 53; no
+                // SETGID, as nothing changes users), which the next test checks on its own.
+                container["securityContext"] = upstream["securityContext"].clone();
             }
         }
         assert_same(
@@ -276,7 +275,7 @@ fn every_image_is_this_projects_at_the_workspace_version_built_by_its_dockerfile
 }
 
 #[test]
-fn containers_run_as_uid_1001_read_only_and_only_a_server_on_a_low_port_binds_it() {
+fn containers_run_as_uid_1001_read_only_without_capabilities_but_binding_a_low_port() {
     for manifest in Manifest::all() {
         for (workload, spec) in manifest.pod_specs() {
             let seccomp = spec
@@ -297,8 +296,13 @@ fn containers_run_as_uid_1001_read_only_and_only_a_server_on_a_low_port_binds_it
                 assert_eq!(context.run_as_group, Some(1001), "{what}");
                 assert_eq!(context.read_only_root_filesystem, Some(true), "{what}");
                 assert_eq!(context.allow_privilege_escalation, Some(false), "{what}");
-                let added: Vec<String> =
-                    context.capabilities.and_then(|c| c.add).unwrap_or_default();
+                let capabilities = context.capabilities.unwrap_or_default();
+                assert_eq!(
+                    capabilities.drop,
+                    Some(vec!["ALL".to_string()]),
+                    "{what}: every capability dropped"
+                );
+                let added: Vec<String> = capabilities.add.unwrap_or_default();
                 let low_port = parsed.listeners().iter().any(|l| l.port < 1024);
                 let wanted: Vec<String> = if low_port {
                     vec!["NET_BIND_SERVICE".into()]

@@ -8,6 +8,7 @@
 //! - [`fixtures`]: builders for the Kubernetes objects the DNS server reads.
 //! - [`FakeUpstream`]: an upstream DNS server answering one zone with documentation addresses.
 //! - [`rr`], [`rrs`], [`assert_records_eq`]: DNS records written as zone-file lines.
+//! - [`synthetic`]: seeded synthetic clusters of any size, and dnsperf query files for them.
 //! - [`dig()`], [`dig_async`]: the real `dig` binary run against a server under test.
 //! - [`subscribe`], [`timeout_after`]: test logging and hang protection.
 
@@ -18,6 +19,7 @@ pub mod fake_upstream;
 pub mod fixtures;
 pub mod http;
 pub mod records;
+pub mod synthetic;
 pub mod trace;
 
 pub use dig::{DigOutput, dig, dig_async, dig_available};

@@ -5,7 +5,12 @@
 
 mod cli;
 mod config_dir;
+mod config_recovery;
 mod differential;
 mod forwarding;
 mod notify;
+mod poisoning;
+mod rate_limit;
+mod shutdown;
 mod support;
+mod upstream_faults;

@@ -4,6 +4,8 @@
 //! counters) decide pass or fail.
 
 mod client;
+mod connections;
+mod flood;
 mod malformed;
 mod shutdown;
 mod support;

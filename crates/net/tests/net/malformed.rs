@@ -1,11 +1,12 @@
 //! A corpus of hostile requests, each with the outcome the server owes it.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use hickory_proto::op::{Message, ResponseCode};
-use kdns_net::exchange_udp;
-use tokio::io::AsyncReadExt;
+use kdns_net::{Protocol, answer_message, exchange_udp, serve_stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::support::{Answers, GUARD, config, query, start, write_frame};
@@ -346,4 +347,62 @@ async fn every_malformed_frame_gets_the_same_due_over_tcp() {
         .await
         .expect("still serving");
     assert_eq!(reply.answers.len(), 1);
+}
+
+#[tokio::test]
+async fn answer_message_gives_every_entry_the_servers_due_without_a_socket() {
+    let handler = Arc::new(Answers::new(1));
+    let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 5353));
+    for (name, bytes, expected) in corpus() {
+        let reply = answer_message(handler.clone(), config(), &bytes, src, Protocol::Udp).await;
+        check(name, reply, expected);
+    }
+    // Over TCP the datagram buffer does not apply: the oversized query is answered.
+    let oversized = [plain_query(), vec![0; 5000]].concat();
+    let reply = answer_message(handler, config(), &oversized, src, Protocol::Tcp).await;
+    check("oversized over TCP", reply, Outcome::Answered);
+}
+
+#[tokio::test]
+async fn serve_stream_answers_frames_in_order_until_junk_then_closes() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5353));
+    let serving = tokio::spawn(serve_stream(
+        Arc::new(Answers::new(1)),
+        config(),
+        server,
+        peer,
+    ));
+    let mut junk = plain_query();
+    junk[2] |= 0x80;
+    let mut stream = Vec::new();
+    for message in [plain_query(), plain_query(), junk, plain_query()] {
+        stream.extend_from_slice(&u16::try_from(message.len()).expect("short").to_be_bytes());
+        stream.extend_from_slice(&message);
+    }
+    let (mut from_server, mut to_server) = tokio::io::split(client);
+    to_server.write_all(&stream).await.expect("write");
+    let mut replies = Vec::new();
+    tokio::time::timeout(GUARD, from_server.read_to_end(&mut replies))
+        .await
+        .expect("the server closes after the junk frame")
+        .expect("read");
+    tokio::time::timeout(GUARD, serving)
+        .await
+        .expect("serve_stream returns")
+        .expect("no panic");
+
+    let mut rest = &replies[..];
+    let mut answered = 0;
+    while let [high, low, body @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*high, *low]));
+        check(
+            "pipelined query",
+            Some(body[..len].to_vec()),
+            Outcome::Answered,
+        );
+        rest = &body[len..];
+        answered += 1;
+    }
+    assert_eq!(answered, 2, "the two frames before the junk are answered");
 }
