@@ -21,8 +21,13 @@ images: ## Build the container images, the pod's three and the single binary's (
 test-deps: ## Install what the tests need (dig, dnsmasq, dnsperf)
 	scripts/install-test-deps.sh
 
-test: test-deps lint deny ## Install test dependencies, check formatting, lints and dependencies, run every test
+# Every test, then the short forms of the fuzzing and the soak (on the dev binaries the tests
+# built), as CI runs them.
+test: test-deps lint deny ## Install test dependencies; check formatting, lints, dependencies; run every test, a short fuzz and a one-minute soak
 	$(CARGO) test --workspace
+	python3 scripts/bench_test.py
+	$(MAKE) --no-print-directory fuzz-smoke
+	$(MAKE) --no-print-directory soak-smoke
 
 deny: ## The dependency policy (deny.toml): licenses, bans, sources, and advisories when reachable
 	scripts/deny.sh
