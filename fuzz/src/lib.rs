@@ -4,16 +4,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::Name;
 use kubedns::dns::ClusterZone;
-use kubedns::forward::{Forwarder, Upstreams};
-use kubedns::metrics::Metrics;
-use kubedns::records::{PodRecords, Records};
+use kubedns::records::PodRecords;
 use kubedns::source::file;
-use kubedns::store::Writer;
 use tokio::runtime::Runtime;
 
 /// The demo cluster `make run` serves: Services of every kind, endpoints, pods.
@@ -42,21 +38,7 @@ pub fn runtime() -> &'static Runtime {
 /// Names outside the cluster are forwarded to `upstreams`.
 pub fn zone_over(state: file::ClusterState, upstreams: Vec<SocketAddr>) -> ClusterZone {
     let zone = Name::from_ascii("cluster.local.").expect("a valid zone");
-    let mut writer = Writer::new(Records::new(&zone, 30, PodRecords::Insecure));
-    for event in state.into_events() {
-        writer.apply(event);
-    }
-    writer.publish();
-    let forwarder = Forwarder::new(
-        Upstreams {
-            servers: upstreams,
-            stubs: Vec::new(),
-        },
-        Duration::from_millis(500),
-    );
-    let zone = ClusterZone::new(writer.store(), forwarder, Metrics::new());
-    zone.set_ready();
-    zone
+    ClusterZone::over_state(state, &zone, PodRecords::Insecure, upstreams)
 }
 
 /// The demo cluster's zone, built once per process. It forwards nowhere: names outside the

@@ -33,6 +33,31 @@ impl ClusterZone {
         }
     }
 
+    /// A ready zone over a fixed cluster state, with no API watch and no HTTP: what tests and
+    /// fuzz targets query. Names outside the cluster go to `upstreams` (500 ms each).
+    pub fn over_state(
+        state: crate::source::file::ClusterState,
+        zone: &Name,
+        pod_records: crate::records::PodRecords,
+        upstreams: Vec<std::net::SocketAddr>,
+    ) -> Self {
+        let mut writer = crate::store::Writer::new(Records::new(zone, 30, pod_records));
+        for event in state.into_events() {
+            writer.apply(event);
+        }
+        writer.publish();
+        let forwarder = Forwarder::new(
+            crate::forward::Upstreams {
+                servers: upstreams,
+                stubs: Vec::new(),
+            },
+            std::time::Duration::from_millis(500),
+        );
+        let zone = Self::new(writer.store(), forwarder, Metrics::new());
+        zone.set_ready();
+        zone
+    }
+
     /// The forwarder for names outside the cluster.
     pub fn forwarder(&self) -> &Forwarder {
         &self.forwarder

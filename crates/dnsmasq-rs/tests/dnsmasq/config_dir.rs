@@ -9,6 +9,14 @@ use test_support::timeout_after;
 
 use crate::support::{Dnsmasq, FakeUpstream, GUARD, addresses, config, eventually};
 
+/// A configuration with `servers` that follows the config dir `dir`, checked every 50 ms.
+fn watching(dir: &Path, servers: &[String]) -> dnsmasq_rs::Config {
+    let mut config = config(servers);
+    config.config_dir = Some(dir.to_owned());
+    config.sync_interval = Duration::from_millis(50);
+    config
+}
+
 fn write(dir: &Path, key: &str, value: &str) {
     // Written beside and renamed, as the kubelet's atomic writer swaps the whole directory.
     let tmp = dir.join(format!(".{key}.tmp"));
@@ -27,10 +35,7 @@ async fn a_config_dir_change_is_applied_live_and_keeps_the_cache_for_untouched_n
         "stubDomains",
         &format!(r#"{{"acme.local": ["{}"]}}"#, old_stub.addr),
     );
-    let mut config = config(&[default.server()]);
-    config.config_dir = Some(dir.path().to_owned());
-    config.sync_interval = Duration::from_millis(50);
-    let dnsmasq = Dnsmasq::start(config).await;
+    let dnsmasq = Dnsmasq::start(watching(dir.path(), &[default.server()])).await;
 
     let stub = timeout_after(GUARD, dnsmasq.ask("app.acme.local.", RecordType::A)).await;
     assert_eq!(addresses(&stub), [Ipv4Addr::new(192, 0, 2, 2)]);
@@ -58,10 +63,7 @@ async fn upstream_nameservers_replace_the_default_servers_and_an_invalid_update_
     let first = FakeUpstream::start([192, 0, 2, 1]).await;
     let second = FakeUpstream::start([192, 0, 2, 2]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = config(&[]);
-    config.config_dir = Some(dir.path().to_owned());
-    config.sync_interval = Duration::from_millis(50);
-    let dnsmasq = Dnsmasq::start(config).await;
+    let dnsmasq = Dnsmasq::start(watching(dir.path(), &[])).await;
 
     write(
         dir.path(),
@@ -123,4 +125,60 @@ async fn a_stub_server_named_in_the_cluster_domain_is_resolved_through_kubedns()
     let reply = timeout_after(GUARD, dnsmasq.ask("app.acme.local.", RecordType::A)).await;
     assert_eq!(addresses(&reply), [Ipv4Addr::new(192, 0, 2, 44)]);
     assert_eq!(kubedns.count("ns.dns.svc.cluster.local."), 1);
+}
+
+/// A config dir that turns invalid and then valid again: the previous configuration keeps
+/// serving meanwhile, and the next valid one applies.
+#[tokio::test]
+async fn an_invalid_config_dir_keeps_the_previous_config_until_a_valid_one_replaces_it() {
+    let first = FakeUpstream::start([192, 0, 2, 1]).await;
+    let stub = FakeUpstream::start([192, 0, 2, 2]).await;
+    let later = FakeUpstream::start([192, 0, 2, 3]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dnsmasq = Dnsmasq::start(watching(dir.path(), &[])).await;
+
+    write(
+        dir.path(),
+        "upstreamNameservers",
+        &format!(r#"["{}"]"#, first.addr),
+    );
+    write(
+        dir.path(),
+        "stubDomains",
+        &format!(r#"{{"acme.local": ["{}"]}}"#, stub.addr),
+    );
+    eventually("the first config applies", || async {
+        addresses(&dnsmasq.ask("x.acme.local.", RecordType::A).await)
+            == [Ipv4Addr::new(192, 0, 2, 2)]
+    })
+    .await;
+
+    write(dir.path(), "stubDomains", "{ not json");
+    eventually("the invalid update is counted", || async {
+        config_errors(&dnsmasq) >= 1
+    })
+    .await;
+    for name in ["y.acme.local.", "a.example.com."] {
+        let reply = timeout_after(GUARD, dnsmasq.ask(name, RecordType::A)).await;
+        let want = if name.ends_with("acme.local.") { 2 } else { 1 };
+        assert_eq!(
+            addresses(&reply),
+            [Ipv4Addr::new(192, 0, 2, want)],
+            "{name}: the previous config stays"
+        );
+    }
+
+    write(
+        dir.path(),
+        "upstreamNameservers",
+        &format!(r#"["{}"]"#, later.addr),
+    );
+    write(dir.path(), "stubDomains", "{}");
+    eventually("the next valid config applies", || async {
+        addresses(&dnsmasq.ask("z.acme.local.", RecordType::A).await)
+            == [Ipv4Addr::new(192, 0, 2, 3)]
+    })
+    .await;
+    let reply = timeout_after(GUARD, dnsmasq.ask("b.example.com.", RecordType::A)).await;
+    assert_eq!(addresses(&reply), [Ipv4Addr::new(192, 0, 2, 3)]);
 }

@@ -5,7 +5,6 @@
 
 mod cli;
 mod config_dir;
-mod config_recovery;
 mod differential;
 mod forwarding;
 mod notify;

@@ -10,11 +10,8 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use kdns_net::{Handler, Protocol, Request};
 use kubedns::dns::ClusterZone;
-use kubedns::forward::{Forwarder, Upstreams};
-use kubedns::metrics::Metrics;
-use kubedns::records::{PodRecords, Records};
+use kubedns::records::PodRecords;
 use kubedns::source::file;
-use kubedns::store::Writer;
 use serde_json::{Value, json};
 
 /// A ready zone over `objects` (fixture JSON), forwarding to `upstreams`.
@@ -26,21 +23,7 @@ pub fn zone_with(
     let text = json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string();
     let state = file::parse(&text, Path::new("fixture")).expect("fixture parses");
     let zone_name = Name::from_ascii("cluster.local.").expect("valid zone");
-    let mut writer = Writer::new(Records::new(&zone_name, 30, pod_records));
-    for event in state.into_events() {
-        writer.apply(event);
-    }
-    writer.publish();
-    let forwarder = Forwarder::new(
-        Upstreams {
-            servers: upstreams,
-            stubs: Vec::new(),
-        },
-        Duration::from_millis(500),
-    );
-    let zone = ClusterZone::new(writer.store(), forwarder, Metrics::new());
-    zone.set_ready();
-    zone
+    ClusterZone::over_state(state, &zone_name, pod_records, upstreams)
 }
 
 /// A ready zone over `objects` with default settings and no upstream.
