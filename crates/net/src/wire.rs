@@ -226,6 +226,7 @@ pub(crate) fn fit_udp(mut response: Message, limit: usize) -> Option<Fitted> {
     if bytes.len() <= limit {
         return Some(Fitted::Whole(bytes));
     }
+    let whole_len = bytes.len();
 
     response.metadata.truncation = true;
     response.authorities.clear();
@@ -245,8 +246,22 @@ pub(crate) fn fit_udp(mut response: Message, limit: usize) -> Option<Fitted> {
     // Encoded size grows with the number of records, so binary search for the longest prefix of
     // whole answer records that fits. Invariant: `low` fits, nothing above `high` does.
     let (mut low, mut high) = (0, answers.len());
+    // Records of one answer encode to nearly the same size (names compress to pointers), so the
+    // first probes go where the average record size puts the limit, and the one after it: a
+    // large answer then takes two encodings instead of a binary search's seven or more.
+    let per_record = whole_len
+        .saturating_sub(best.len())
+        .div_ceil(answers.len().max(1));
+    let guess = (limit - best.len())
+        .checked_div(per_record)
+        .unwrap_or(0)
+        .min(answers.len());
+    let mut probes = [guess, guess + 1].into_iter();
     while low < high {
-        let mid = low + (high - low).div_ceil(2);
+        let mid = probes
+            .next()
+            .filter(|&probe| low < probe && probe <= high)
+            .unwrap_or_else(|| low + (high - low).div_ceil(2));
         match encode_prefix(mid) {
             Some(bytes) if bytes.len() <= limit => {
                 low = mid;
@@ -380,6 +395,35 @@ mod tests {
             message.answers[..],
             response(&request, message.answers.len(), 0).answers[..]
         );
+    }
+
+    #[test]
+    fn answers_of_uneven_sizes_are_cut_to_the_longest_prefix_that_fits() {
+        let request = query(None);
+        let mut rng = StdRng::seed_from_u64(7);
+        for round in 0..50 {
+            // Names of random lengths, so the average record size misleads the first probe.
+            let mut full = response(&request, 0, 0);
+            full.answers = (0..rng.random_range(1..120))
+                .map(|i| {
+                    let label = "x".repeat(rng.random_range(1..40));
+                    let name = Name::from_ascii(format!("{label}{i}.many.example.")).expect("name");
+                    Record::from_rdata(name, 60, RData::A(A(Ipv4Addr::LOCALHOST)))
+                })
+                .collect();
+            let longest = (0..=full.answers.len())
+                .filter(|&count| {
+                    let mut prefix = full.clone();
+                    prefix.answers.truncate(count);
+                    prefix.metadata.truncation = true;
+                    prefix.to_vec().expect("encodes").len() <= 512
+                })
+                .max()
+                .expect("the question alone fits");
+            let (message, len, _) = decoded(fit_udp(full.clone(), 512));
+            assert!(len <= 512, "round {round}");
+            assert_eq!(message.answers.len(), longest, "round {round}");
+        }
     }
 
     #[test]
