@@ -14,8 +14,8 @@ use dnsmasq_rs::hosts::Hosts;
 use dnsmasq_rs::reload::Reloader;
 use dnsmasq_rs::{Forwarder, ForwarderSettings, Metrics};
 use kdns_config::DnsConfig;
-use kdns_fuzz::{CLIENT, check_reply, may_drop, runtime, udp_limit};
-use kdns_net::{Protocol, ServerConfig, answer_message};
+use kdns_fuzz::{CLIENT, answer_udp_and_check, runtime};
+use kdns_net::ServerConfig;
 use libfuzzer_sys::fuzz_target;
 use test_support::FakeUpstream;
 
@@ -85,18 +85,5 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let setup = &*SETUP;
-    let max_udp_payload = setup.server_config.max_udp_payload;
-    let reply = runtime().block_on(answer_message(
-        setup.forwarder.clone(),
-        setup.server_config.clone(),
-        data,
-        CLIENT,
-        Protocol::Udp,
-    ));
-    match reply {
-        Some(reply) => {
-            check_reply(data, &reply, Some(udp_limit(data, max_udp_payload)));
-        }
-        None => assert!(may_drop(data, true), "no reply to a request worth one"),
-    }
+    answer_udp_and_check(setup.forwarder.clone(), setup.server_config.clone(), data);
 });

@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::Name;
+use kdns_net::{Handler, Protocol, ServerConfig, answer_message};
 use kubedns::dns::ClusterZone;
 use kubedns::records::PodRecords;
 use kubedns::source::file;
@@ -95,4 +96,23 @@ pub fn check_reply(request: &[u8], reply: &[u8], udp_limit: Option<usize>) -> Me
         );
     }
     message
+}
+
+/// Runs `request` through kdns-net's UDP path (vetting, `handler`, fitting) as `serve` does for
+/// a datagram, and checks the reply, or that dropping the request was right.
+pub fn answer_udp_and_check<H: Handler>(handler: Arc<H>, config: ServerConfig, request: &[u8]) {
+    let max_udp_payload = config.max_udp_payload;
+    let reply = runtime().block_on(answer_message(
+        handler,
+        config,
+        request,
+        CLIENT,
+        Protocol::Udp,
+    ));
+    match reply {
+        Some(reply) => {
+            check_reply(request, &reply, Some(udp_limit(request, max_udp_payload)));
+        }
+        None => assert!(may_drop(request, true), "no reply to a request worth one"),
+    }
 }
