@@ -53,7 +53,8 @@ struct Started {
 
 /// Starts the single binary's servers with explicit groups: kubedns on the demo cluster file,
 /// dnsmasq-rs sending the cluster zones to kubedns's DNS address and the rest to a fake
-/// upstream, healthz probing dnsmasq-rs only (so that nothing but this test asks kubedns's port).
+/// upstream, healthz probing dnsmasq-rs for an external name only (so that nothing but the test
+/// itself asks kubedns, over its port or in-process).
 async fn start() -> Started {
     let upstream = FakeUpstream::start((LOOPBACK, 0).into(), "example.com.", 300)
         .await
@@ -89,9 +90,7 @@ async fn start() -> Started {
             "--healthz".into(),
             "--port=0".into(),
             "--prometheus-addr=127.0.0.1".into(),
-            format!(
-                "--probe=dnsmasq,127.0.0.1:{dnsmasq_port},kubernetes.default.svc.cluster.local,1,SRV"
-            ),
+            format!("--probe=dnsmasq,127.0.0.1:{dnsmasq_port},probe.example.com,1,A"),
             format!("--dnsmasq-port={dnsmasq_port}"),
         ]
         .into();
@@ -218,7 +217,9 @@ async fn cluster_names_are_answered_through_the_cache_port_without_a_socket_to_k
     )
     .await;
     assert_eq!(missing_again.metadata.response_code, ResponseCode::NXDomain);
-    assert_eq!(running.dnsmasq.forwarder.stats().hits, hits_before + 2);
+    // At least: healthz's statistics polling (CHAOS queries, counted as hits as dnsmasq
+    // counts them) may land in between.
+    assert!(running.dnsmasq.forwarder.stats().hits >= hits_before + 2);
     assert_eq!(in_process_counters(running), (4, 0));
     assert_eq!(socket_requests(running), sockets_before);
 
