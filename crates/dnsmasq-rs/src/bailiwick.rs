@@ -25,7 +25,7 @@ pub fn scrub(qname: &Name, bailiwick: &Name, response: &mut Message) -> usize {
     response
         .authorities
         .retain(|record| authority_fits(qname, bailiwick, record));
-    let targets: Vec<Name> = response
+    let targets: Vec<&Name> = response
         .answers
         .iter()
         .chain(&response.authorities)
@@ -49,12 +49,12 @@ fn authority_fits(qname: &Name, bailiwick: &Name, record: &Record) -> bool {
 }
 
 /// The name a record points at, whose addresses may ride along as glue.
-fn target(record: &Record) -> Option<Name> {
+fn target(record: &Record) -> Option<&Name> {
     match &record.data {
-        RData::NS(ns) => Some(ns.0.clone()),
-        RData::CNAME(cname) => Some(cname.0.clone()),
-        RData::MX(mx) => Some(mx.exchange.clone()),
-        RData::SRV(srv) => Some(srv.target.clone()),
+        RData::NS(ns) => Some(&ns.0),
+        RData::CNAME(cname) => Some(&cname.0),
+        RData::MX(mx) => Some(&mx.exchange),
+        RData::SRV(srv) => Some(&srv.target),
         _ => None,
     }
 }

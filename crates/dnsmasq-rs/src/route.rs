@@ -40,20 +40,23 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// The route for `qname`: the longest matching domain's, else the default.
-    pub fn route(&self, qname: &Name) -> &Route {
+    /// The longest domain with its own route that `qname` is in, if any.
+    fn matching(&self, qname: &Name) -> Option<&(Name, Route)> {
         self.domains
             .iter()
             .find(|(domain, _)| domain.zone_of(qname))
+    }
+
+    /// The route for `qname`: the longest matching domain's, else the default.
+    pub fn route(&self, qname: &Name) -> &Route {
+        self.matching(qname)
             .map_or(&self.default, |(_, route)| route)
     }
 
     /// The domain whose route `qname` takes (the root for the default route): the bailiwick
     /// of the servers asked about it.
     pub fn domain_of(&self, qname: &Name) -> Name {
-        self.domains
-            .iter()
-            .find(|(domain, _)| domain.zone_of(qname))
+        self.matching(qname)
             .map_or_else(Name::root, |(domain, _)| domain.clone())
     }
 
