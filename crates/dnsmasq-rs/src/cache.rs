@@ -22,8 +22,10 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query, ResponseCode};
+use foldhash::quality::RandomState;
+use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use lru::LruCache;
 use tokio::time::Instant;
 
@@ -236,13 +238,80 @@ fn answers_follow_question(query: &Query, answers: &[Record]) -> bool {
 }
 
 struct Entry {
-    /// The response as received, TTLs already clamped, OPT and signature removed.
-    response: Message,
+    /// The response as received, TTLs already clamped, OPT and signature removed, encoded.
+    encoded: Encoded,
     inserted: Instant,
     expires: Instant,
     /// Records counted against the bound.
     weight: usize,
-    negative: bool,
+}
+
+/// A cached response in wire form, so that a hit is a copy and a few patched fields instead of
+/// a decoded message cloned and encoded again.
+///
+/// The header is a response's with ID 0, AA clear (a cache is not the authority), RA set, and
+/// RD and CD clear: the client's request supplies the ID, RD and CD. There is no OPT record;
+/// the client's EDNS decides that. TTLs are patched in on the way out.
+struct Encoded {
+    bytes: Box<[u8]>,
+    ttls: Box<[TtlSlot]>,
+}
+
+/// Where one record's TTL sits in [`Encoded::bytes`], and its value when stored.
+#[derive(Clone, Copy)]
+struct TtlSlot {
+    offset: u16,
+    ttl: u32,
+    /// The SOA of a negative answer: it says how long the whole answer may be kept, so it
+    /// counts down to the entry's expiry (RFC 2308 section 5).
+    negative_soa: bool,
+}
+
+impl Encoded {
+    /// Encodes `response` and finds its TTL fields by decoding the result.
+    fn new(response: &Message, negative: bool) -> Option<Self> {
+        let bytes = response.to_vec().ok()?;
+        let mut decoder = BinDecoder::new(&bytes);
+        let header = Header::read(&mut decoder).ok()?;
+        for _ in 0..header.counts.queries {
+            Query::read(&mut decoder).ok()?;
+        }
+        let sections = [
+            (header.counts.answers, false),
+            (header.counts.authorities, negative),
+            (header.counts.additionals, false),
+        ];
+        let mut ttls = Vec::new();
+        for (count, negative_section) in sections {
+            for _ in 0..count {
+                Name::read(&mut decoder).ok()?;
+                let rtype = RecordType::from(decoder.read_u16().ok()?.unverified());
+                decoder.read_u16().ok()?;
+                let offset = u16::try_from(decoder.index()).ok()?;
+                let ttl = decoder.read_u32().ok()?.unverified();
+                let rdata_len = decoder.read_u16().ok()?.unverified();
+                decoder.read_slice(usize::from(rdata_len)).ok()?;
+                ttls.push(TtlSlot {
+                    offset,
+                    ttl,
+                    negative_soa: negative_section && rtype == RecordType::SOA,
+                });
+            }
+        }
+        Some(Self {
+            bytes: bytes.into_boxed_slice(),
+            ttls: ttls.into_boxed_slice(),
+        })
+    }
+}
+
+/// What a hit from [`ResponseCache::get_encoded`] holds, read from its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodedHit {
+    /// The cached rcode (NOERROR or NXDOMAIN).
+    pub rcode: ResponseCode,
+    /// Records in the answer section.
+    pub answers: u16,
 }
 
 /// What one insertion did, for the statistics.
@@ -257,7 +326,9 @@ pub struct Inserted {
 /// The cache. Not synchronised: the forwarder wraps it in a mutex.
 pub struct ResponseCache {
     policy: CachePolicy,
-    entries: LruCache<CacheKey, Entry>,
+    /// Keyed by a randomly seeded hash: the names come from clients, who must not be able to
+    /// pick names that collide.
+    entries: LruCache<CacheKey, Entry, RandomState>,
     /// Records held, the sum of the entries' weights.
     records: usize,
     /// Bumped by every invalidation; see [`ResponseCache::generation`].
@@ -282,7 +353,7 @@ impl ResponseCache {
     pub fn new(policy: CachePolicy) -> Self {
         Self {
             policy,
-            entries: LruCache::unbounded(),
+            entries: LruCache::unbounded_with_hasher(RandomState::default()),
             records: 0,
             generation: 0,
             invalidations: VecDeque::new(),
@@ -313,6 +384,19 @@ impl ResponseCache {
     /// cleared (a cache is not the authority). `None` on a miss or an expired entry, which is
     /// then dropped.
     pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Message> {
+        let mut bytes = Vec::new();
+        self.get_encoded(key, now, &mut bytes)?;
+        Message::from_vec(&bytes).ok()
+    }
+
+    /// [`get`](Self::get) in wire form, appended to `out`: ID 0, RD and CD clear and no OPT
+    /// record, for the caller to fill in from the request.
+    pub fn get_encoded(
+        &mut self,
+        key: &CacheKey,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Option<EncodedHit> {
         let entry = self.entries.get(key)?;
         if entry.expires <= now {
             self.remove(key);
@@ -322,23 +406,24 @@ impl ResponseCache {
             u32::try_from(now.duration_since(entry.inserted).as_secs()).unwrap_or(u32::MAX);
         let remaining =
             u32::try_from(entry.expires.duration_since(now).as_secs()).unwrap_or(u32::MAX);
-        let mut response = entry.response.clone();
-        response.metadata.authoritative = false;
-        for record in &mut response.answers {
-            record.ttl = record.ttl.saturating_sub(elapsed);
-        }
-        for record in &mut response.authorities {
-            record.ttl = if entry.negative && record.record_type() == RecordType::SOA {
-                // RFC 2308 section 5: the SOA says how long the negative answer may be kept.
+        let start = out.len();
+        out.extend_from_slice(&entry.encoded.bytes);
+        let message = &mut out[start..];
+        for slot in &entry.encoded.ttls {
+            let ttl = if slot.negative_soa {
                 remaining
             } else {
-                record.ttl.saturating_sub(elapsed)
+                slot.ttl.saturating_sub(elapsed)
             };
+            let at = usize::from(slot.offset);
+            if let Some(field) = message.get_mut(at..at + 4) {
+                field.copy_from_slice(&ttl.to_be_bytes());
+            }
         }
-        for record in &mut response.additionals {
-            record.ttl = record.ttl.saturating_sub(elapsed);
-        }
-        Some(response)
+        Some(EncodedHit {
+            rcode: ResponseCode::from_low(message[3] & 0x0F),
+            answers: u16::from_be_bytes([message[6], message[7]]),
+        })
     }
 
     /// Caches `response` to `key` if the policy allows; see the module docs. Returns what was
@@ -361,6 +446,15 @@ impl ResponseCache {
             return Inserted::default();
         }
         let mut stored = response.clone();
+        stored.metadata.id = 0;
+        stored.metadata.message_type = MessageType::Response;
+        stored.metadata.op_code = OpCode::Query;
+        stored.metadata.authoritative = false;
+        stored.metadata.recursion_desired = false;
+        stored.metadata.recursion_available = true;
+        stored.metadata.checking_disabled = false;
+        // The question as the key has it: the client's case, which its request repeats.
+        stored.queries = vec![query];
         stored.edns = None;
         stored.signature = None;
         for record in stored
@@ -371,6 +465,9 @@ impl ResponseCache {
         {
             record.ttl = self.policy.clamp(record.ttl);
         }
+        let Some(encoded) = Encoded::new(&stored, negative) else {
+            return Inserted::default();
+        };
         self.remove(&key);
         let mut evicted = 0;
         while self.records + weight > self.policy.capacity {
@@ -386,11 +483,10 @@ impl ResponseCache {
         self.entries.put(
             key,
             Entry {
-                response: stored,
+                encoded,
                 inserted: now,
                 expires: now + Duration::from_secs(u64::from(ttl)),
                 weight,
-                negative,
             },
         );
         Inserted {

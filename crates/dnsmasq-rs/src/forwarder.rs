@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::bailiwick;
-use crate::cache::{CacheKey, CachePolicy, ResponseCache};
+use crate::cache::{CacheKey, CachePolicy, EncodedHit, ResponseCache};
 use crate::chaos::{self, ChaosStats};
 use crate::config::NotifyPolicy;
 use crate::hosts::{Hosts, HostsAnswer};
@@ -481,6 +481,55 @@ impl Inner {
         reply
     }
 
+    /// A cache hit answered in wire form, exactly as [`resolve`](Self::resolve) and
+    /// [`reply_from`](Self::reply_from) would answer it: `None` for anything that is not a plain
+    /// cache hit that fits in `limit` bytes, which then takes the ordinary path.
+    ///
+    /// What comes before the cache in `resolve` cannot hold for a cached name, apart from the
+    /// hosts files (they may be reloaded with a cached name), so only those are consulted:
+    /// CHAOS is never class IN, loop probes are never cached, and [`Forwarder::set_routes`]
+    /// drops every cached name that a new table routes elsewhere, local-only domains included.
+    fn cache_hit_encoded(&self, request: &Request, limit: usize) -> Option<Vec<u8>> {
+        let message = &request.message;
+        let query = message.queries.first()?;
+        if message.metadata.op_code != OpCode::Query || query.query_class() != DNSClass::IN {
+            return None;
+        }
+        if matches!(
+            self.hosts.load().answer(query.name(), query.query_type()),
+            HostsAnswer::Records(_)
+        ) {
+            return None;
+        }
+        let key = CacheKey::for_request(message)?;
+        let mut reply = Vec::with_capacity(limit.min(512));
+        let hit = lock(&self.cache).get_encoded(&key, Instant::now(), &mut reply)?;
+        let metadata = &message.metadata;
+        reply[..2].copy_from_slice(&metadata.id.to_be_bytes());
+        reply[2] |= u8::from(metadata.recursion_desired);
+        reply[3] |= u8::from(metadata.checking_disabled) << 4;
+        if let Some(edns) = self.reply_edns(message) {
+            let additionals = u16::from_be_bytes([reply[10], reply[11]]).checked_add(1)?;
+            reply[10..12].copy_from_slice(&additionals.to_be_bytes());
+            // The OPT record (RFC 6891 section 6.1.2): root owner, type 41, the payload size
+            // as class, extended rcode and version 0, the DO bit, no options.
+            let flags: u16 = if edns.flags().dnssec_ok { 0x8000 } else { 0 };
+            reply.extend_from_slice(&[0, 0, 41]);
+            reply.extend_from_slice(&edns.max_payload().to_be_bytes());
+            reply.extend_from_slice(&[0, 0]);
+            reply.extend_from_slice(&flags.to_be_bytes());
+            reply.extend_from_slice(&[0, 0]);
+        }
+        if reply.len() > limit {
+            // Truncation is the server's job, on the ordinary path.
+            return None;
+        }
+        self.metrics.hit();
+        self.metrics.request(query.query_type(), hit.rcode);
+        self.log_encoded(request, hit);
+        Some(reply)
+    }
+
     fn reply_with(&self, request: &Message, answers: Vec<Record>, rcode: ResponseCode) -> Message {
         let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
         reply.metadata.recursion_desired = request.metadata.recursion_desired;
@@ -544,9 +593,23 @@ impl Inner {
     }
 
     fn log(&self, request: &Request, source: Source, reply: &Message) {
-        if !self.settings.log_queries {
-            return;
+        if self.settings.log_queries {
+            self.log_reply(
+                request,
+                source,
+                reply.metadata.response_code,
+                reply.answers.len(),
+            );
         }
+    }
+
+    fn log_encoded(&self, request: &Request, hit: EncodedHit) {
+        if self.settings.log_queries {
+            self.log_reply(request, Source::Cache, hit.rcode, usize::from(hit.answers));
+        }
+    }
+
+    fn log_reply(&self, request: &Request, source: Source, rcode: ResponseCode, answers: usize) {
         let (qname, qtype) = request
             .message
             .queries
@@ -560,8 +623,8 @@ impl Inner {
             qname,
             %qtype,
             source = ?source,
-            rcode = %reply.metadata.response_code,
-            answers = reply.answers.len(),
+            rcode = %rcode,
+            answers,
             "query"
         );
     }
@@ -579,5 +642,9 @@ fn error_reply(request: &Message, rcode: ResponseCode) -> Message {
 impl Handler for Forwarder {
     fn handle(&self, request: Request) -> impl std::future::Future<Output = Message> + Send {
         self.inner.clone().answer(request)
+    }
+
+    fn handle_encoded(&self, request: &Request, limit: usize) -> Option<Vec<u8>> {
+        self.inner.cache_hit_encoded(request, limit)
     }
 }

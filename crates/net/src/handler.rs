@@ -34,4 +34,16 @@ pub struct Request {
 pub trait Handler: Send + Sync + 'static {
     /// Builds the response to `request`.
     fn handle(&self, request: Request) -> impl Future<Output = Message> + Send;
+
+    /// The response to `request` already in wire form, for answers kept encoded (a cache), so
+    /// that no [`Message`] is built or encoded. `limit` is the most bytes the transport takes.
+    ///
+    /// The bytes are sent as they are, so they must be what [`handle`](Self::handle) would have
+    /// produced after fitting: the request's ID and question, and an OPT record exactly when
+    /// the request had one. `None`, the default, has [`handle`](Self::handle) called instead;
+    /// return it too when the answer would not fit, so the server can truncate it.
+    fn handle_encoded(&self, request: &Request, limit: usize) -> Option<Vec<u8>> {
+        let _ = (request, limit);
+        None
+    }
 }

@@ -27,6 +27,7 @@
 //!
 //! Responses to EDNS requests always carry an OPT; responses to plain requests never do.
 
+mod batch;
 mod client;
 mod handler;
 mod server;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use crate::batch::{self, RecvBatch};
 use crate::wire::{self, Fitted, Fitting, Verdict};
 use crate::{Handler, Protocol, Request};
 
@@ -309,53 +310,81 @@ impl<H: Handler> Server<H> {
         fitted.map(Fitted::into_bytes)
     }
 
+    /// The handler's response to `request`, fitted: its encoded answer when it has one that
+    /// fits, otherwise its message.
+    async fn respond(&self, request: Request, fitting: &Fitting) -> Option<Vec<u8>> {
+        if let Some(reply) = self.handler.handle_encoded(&request, fitting.limit()) {
+            return Some(reply);
+        }
+        let message = self.handler.handle(request).await;
+        self.fit(fitting, message)
+    }
+
     async fn udp_loop(self: Arc<Self>, socket: Arc<UdpSocket>) {
-        let mut buf = vec![0u8; UDP_RECV_BUF + 1];
+        let mut batch = RecvBatch::new(UDP_RECV_BUF + 1);
+        let mut replies = Vec::with_capacity(batch::BATCH);
         loop {
-            let received = tokio::select! {
+            let readable = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return,
-                received = socket.recv_from(&mut buf) => received,
+                readable = socket.readable() => readable,
             };
-            let (len, src) = match received {
-                Ok(received) => received,
-                Err(error) => {
+            let received = readable.and_then(|()| batch.recv(&socket));
+            if let Err(error) = received {
+                if error.kind() != io::ErrorKind::WouldBlock {
                     // Includes ICMP errors from earlier sends reported on this socket.
                     debug!(%error, "UDP receive failed");
                     tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+                continue;
+            }
+            for (bytes, src) in batch.datagrams() {
+                let Some(src) = src else {
+                    ServerStats::bump(&self.stats().dropped);
+                    continue;
+                };
+                if bytes.len() > UDP_RECV_BUF {
+                    debug!(%src, len = bytes.len(), "dropped oversized datagram");
+                    ServerStats::bump(&self.stats().dropped);
                     continue;
                 }
-            };
-            let Some(bytes) = buf.get(..len).filter(|bytes| bytes.len() <= UDP_RECV_BUF) else {
-                debug!(%src, len, "dropped oversized datagram");
-                ServerStats::bump(&self.stats().dropped);
-                continue;
-            };
-            match self.next(bytes, src, Protocol::Udp) {
-                Next::Nothing => {}
-                Next::Send(reply) => match self.limit(src) {
-                    // An error reply is as small as a truncated one: slipping sends it.
-                    Limit::Answer | Limit::Slip => send_datagram(&socket, &reply, src).await,
-                    Limit::Drop => {}
-                },
-                Next::Handle(request, fitting) => match self.limit(src) {
-                    Limit::Answer => self.handle_datagram(&socket, request, fitting).await,
-                    Limit::Slip => {
-                        let mut reply = Message::response(
-                            request.message.metadata.id,
-                            request.message.metadata.op_code,
-                        );
-                        reply.metadata.recursion_desired =
-                            request.message.metadata.recursion_desired;
-                        reply.metadata.truncation = true;
-                        reply.queries = request.message.queries;
-                        if let Some(reply) = fitting.fit(reply) {
-                            send_datagram(&socket, &reply.into_bytes(), src).await;
-                        }
-                    }
-                    Limit::Drop => {}
-                },
+                if let Some(reply) = self.datagram(&socket, bytes, src) {
+                    replies.push((reply, src));
+                }
             }
+            send_batch(&socket, &mut replies).await;
+        }
+    }
+
+    /// Handles one datagram: the reply when it is ready at once, `None` when there is none or
+    /// a spawned task will send it.
+    fn datagram(
+        self: &Arc<Self>,
+        socket: &Arc<UdpSocket>,
+        bytes: &[u8],
+        src: SocketAddr,
+    ) -> Option<Vec<u8>> {
+        match self.next(bytes, src, Protocol::Udp) {
+            Next::Nothing => None,
+            Next::Send(reply) => match self.limit(src) {
+                // An error reply is as small as a truncated one: slipping sends it.
+                Limit::Answer | Limit::Slip => Some(reply),
+                Limit::Drop => None,
+            },
+            Next::Handle(request, fitting) => match self.limit(src) {
+                Limit::Answer => self.handle_datagram(socket, request, fitting),
+                Limit::Slip => {
+                    let mut reply = Message::response(
+                        request.message.metadata.id,
+                        request.message.metadata.op_code,
+                    );
+                    reply.metadata.recursion_desired = request.message.metadata.recursion_desired;
+                    reply.metadata.truncation = true;
+                    reply.queries = request.message.queries;
+                    fitting.fit(reply).map(Fitted::into_bytes)
+                }
+                Limit::Drop => None,
+            },
         }
     }
 
@@ -376,13 +405,16 @@ impl<H: Handler> Server<H> {
     /// Runs the handler for one datagram. Most answers come from memory and are ready on first
     /// poll, so that poll happens inline, sparing a task spawn; only answers that must wait
     /// (upstream forwarding) get a task, bounded by `max_in_flight`.
-    async fn handle_datagram(
+    fn handle_datagram(
         self: &Arc<Self>,
         socket: &Arc<UdpSocket>,
         request: Request,
         fitting: Fitting,
-    ) {
+    ) -> Option<Vec<u8>> {
         let src = request.src;
+        if let Some(reply) = self.handler.handle_encoded(&request, fitting.limit()) {
+            return Some(reply);
+        }
         let handler = self.handler.clone();
         let mut response: BoxedResponse = Box::pin(async move { handler.handle(request).await });
         // A no-op waker is fine: if the future is pending, the spawned task polls it again with
@@ -391,16 +423,13 @@ impl<H: Handler> Server<H> {
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
         if let Poll::Ready(message) = first_poll {
-            if let Some(reply) = self.fit(&fitting, message) {
-                send_datagram(socket, &reply, src).await;
-            }
-            return;
+            return self.fit(&fitting, message);
         }
 
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             debug!(%src, "dropped request: too many in flight");
             ServerStats::bump(&self.stats().overloaded);
-            return;
+            return None;
         };
         let server = self.clone();
         let socket = socket.clone();
@@ -415,6 +444,7 @@ impl<H: Handler> Server<H> {
                 }
             }
         });
+        None
     }
 
     async fn tcp_loop(self: Arc<Self>, listener: TcpListener) {
@@ -496,13 +526,10 @@ impl<H: Handler> Server<H> {
                 // A stream that carries junk is not worth keeping.
                 Next::Nothing => return,
                 Next::Send(reply) => reply,
-                Next::Handle(request, fitting) => {
-                    let message = self.handler.handle(request).await;
-                    match self.fit(&fitting, message) {
-                        Some(reply) => reply,
-                        None => return,
-                    }
-                }
+                Next::Handle(request, fitting) => match self.respond(request, &fitting).await {
+                    Some(reply) => reply,
+                    None => return,
+                },
             };
             let Some(framed) = wire::frame(&reply) else {
                 return;
@@ -542,10 +569,7 @@ pub async fn answer_message<H: Handler>(
     match server.next(bytes, src, protocol) {
         Next::Nothing => None,
         Next::Send(reply) => Some(reply),
-        Next::Handle(request, fitting) => {
-            let message = server.handler.handle(request).await;
-            server.fit(&fitting, message)
-        }
+        Next::Handle(request, fitting) => server.respond(request, &fitting).await,
     }
 }
 
@@ -559,6 +583,28 @@ where
 {
     let server = Server::new(handler, config, CancellationToken::new());
     server.tcp_connection(stream, peer, None).await;
+}
+
+/// Sends every reply in `replies`, in batches, and empties it. A reply the kernel refuses is
+/// logged and skipped; a full send buffer is waited out.
+async fn send_batch(socket: &UdpSocket, replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+    let mut start = 0;
+    while start < replies.len() {
+        match batch::send(socket, &replies[start..]) {
+            Ok(sent) => start += sent,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(error) = socket.writable().await {
+                    debug!(%error, "UDP socket not writable; replies dropped");
+                    break;
+                }
+            }
+            Err(error) => {
+                debug!(dst = %replies[start].1, %error, "UDP send failed");
+                start += 1;
+            }
+        }
+    }
+    replies.clear();
 }
 
 async fn send_datagram(socket: &UdpSocket, reply: &[u8], dst: SocketAddr) {

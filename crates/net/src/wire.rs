@@ -169,6 +169,14 @@ impl Fitting {
         }
     }
 
+    /// The most bytes a response may take on this request's transport.
+    pub(crate) fn limit(&self) -> usize {
+        match self.protocol {
+            Protocol::Udp => self.udp_limit,
+            Protocol::Tcp => usize::from(u16::MAX),
+        }
+    }
+
     /// Encodes `response` for this request's transport. `None` only if not even a SERVFAIL
     /// can be encoded, which leaves nothing to send.
     pub(crate) fn fit(&self, mut response: Message) -> Option<Fitted> {

@@ -6,6 +6,7 @@
 mod cli;
 mod config_dir;
 mod differential;
+mod encoded_hits;
 mod forwarding;
 mod notify;
 mod poisoning;

@@ -192,3 +192,60 @@ async fn udp_requests_beyond_max_in_flight_are_dropped_and_counted() {
         "capacity is released after a request ends"
     );
 }
+
+#[tokio::test]
+async fn a_burst_from_several_clients_is_answered_once_each_around_junk_and_oversized_datagrams() {
+    const CLIENTS: usize = 4;
+    const QUERIES: u16 = 25;
+    let server = start(Answers::new(1), config()).await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(
+            tokio::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .expect("bind"),
+        );
+    }
+    // Everything is queued before the server runs again, so it arrives in full batches, with
+    // a datagram too short to be DNS and one larger than any request among the queries.
+    for i in 0..QUERIES {
+        for (c, client) in clients.iter().enumerate() {
+            let mut message = query(&format!("q{i}.c{c}.example"));
+            message.metadata.id = i;
+            let bytes = message.to_vec().expect("encodes");
+            client.send_to(&bytes, server.addr).await.expect("send");
+            if i == QUERIES / 2 && c == 0 {
+                client.send_to(&[1, 2, 3], server.addr).await.expect("send");
+                client
+                    .send_to(&vec![0u8; 5000], server.addr)
+                    .await
+                    .expect("send");
+            }
+        }
+    }
+
+    for (c, client) in clients.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = vec![0u8; 4096];
+        while seen.len() < usize::from(QUERIES) {
+            let (len, _) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
+                .await
+                .expect("every query is answered")
+                .expect("receive");
+            let reply = Message::from_vec(&buf[..len]).expect("decodes");
+            let id = reply.metadata.id;
+            assert_eq!(
+                reply.queries[0].name().to_ascii(),
+                format!("q{id}.c{c}.example."),
+                "the reply goes to the client that asked, under its ID"
+            );
+            assert_eq!(reply.answers.len(), 1);
+            assert!(seen.insert(id), "query {id} of client {c} answered twice");
+        }
+    }
+    assert_eq!(
+        server.stats.udp_requests.load(Ordering::Relaxed),
+        CLIENTS as u64 * u64::from(QUERIES)
+    );
+    assert_eq!(server.stats.dropped.load(Ordering::Relaxed), 2);
+}
