@@ -312,12 +312,13 @@ impl<H: Handler> Server<H> {
 
     /// The handler's response to `request`, fitted: its encoded answer when it has one that
     /// fits, otherwise its message.
-    async fn respond(&self, request: Request, fitting: &Fitting) -> Option<Vec<u8>> {
+    async fn respond(&self, request: Request, mut fitting: Fitting) -> Option<Vec<u8>> {
         if let Some(reply) = self.handler.handle_encoded(&request, fitting.limit()) {
             return Some(reply);
         }
+        fitting.keep_question(&request.message);
         let message = self.handler.handle(request).await;
-        self.fit(fitting, message)
+        self.fit(&fitting, message)
     }
 
     async fn udp_loop(self: Arc<Self>, socket: Arc<UdpSocket>) {
@@ -374,6 +375,8 @@ impl<H: Handler> Server<H> {
             Next::Handle(request, fitting) => match self.limit(src) {
                 Limit::Answer => self.handle_datagram(socket, request, fitting),
                 Limit::Slip => {
+                    let mut fitting = fitting;
+                    fitting.keep_question(&request.message);
                     let mut reply = Message::response(
                         request.message.metadata.id,
                         request.message.metadata.op_code,
@@ -409,12 +412,13 @@ impl<H: Handler> Server<H> {
         self: &Arc<Self>,
         socket: &Arc<UdpSocket>,
         request: Request,
-        fitting: Fitting,
+        mut fitting: Fitting,
     ) -> Option<Vec<u8>> {
         let src = request.src;
         if let Some(reply) = self.handler.handle_encoded(&request, fitting.limit()) {
             return Some(reply);
         }
+        fitting.keep_question(&request.message);
         let handler = self.handler.clone();
         let mut response: BoxedResponse = Box::pin(async move { handler.handle(request).await });
         // A no-op waker is fine: if the future is pending, the spawned task polls it again with
@@ -526,7 +530,7 @@ impl<H: Handler> Server<H> {
                 // A stream that carries junk is not worth keeping.
                 Next::Nothing => return,
                 Next::Send(reply) => reply,
-                Next::Handle(request, fitting) => match self.respond(request, &fitting).await {
+                Next::Handle(request, fitting) => match self.respond(request, fitting).await {
                     Some(reply) => reply,
                     None => return,
                 },
@@ -569,7 +573,7 @@ pub async fn answer_message<H: Handler>(
     match server.next(bytes, src, protocol) {
         Next::Nothing => None,
         Next::Send(reply) => Some(reply),
-        Next::Handle(request, fitting) => server.respond(request, &fitting).await,
+        Next::Handle(request, fitting) => server.respond(request, fitting).await,
     }
 }
 

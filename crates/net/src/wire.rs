@@ -165,8 +165,15 @@ impl Fitting {
             had_edns: request.edns.is_some(),
             udp_limit: udp_limit(request, max_udp_payload),
             metadata: request.metadata,
-            queries: request.queries.clone(),
+            queries: Vec::new(),
         }
+    }
+
+    /// Keeps `request`'s question for a SERVFAIL in place of an unencodable response. Called
+    /// only when the request goes to the handler's `handle`, so an answer that needs no
+    /// fitting (an encoded cache hit) does not pay for the copy.
+    pub(crate) fn keep_question(&mut self, request: &Message) {
+        self.queries.clone_from(&request.queries);
     }
 
     /// The most bytes a response may take on this request's transport.
@@ -461,7 +468,8 @@ mod tests {
     #[test]
     fn tcp_sends_everything_up_to_64k_and_servfail_beyond() {
         let request = query(None);
-        let fitting = Fitting::new(&request, Protocol::Tcp, 4096);
+        let mut fitting = Fitting::new(&request, Protocol::Tcp, 4096);
+        fitting.keep_question(&request);
         let (message, _, truncated) = decoded(fitting.fit(response(&request, 200, 5)));
         assert!(!truncated);
         assert_eq!(message.answers.len(), 200);
