@@ -80,7 +80,9 @@ pub fn cache_json(store: &Store) -> Value {
                 ServiceKind::Headless => {
                     let endpoints: Vec<Value> = entry
                         .serving_endpoints()
-                        .map(|(_, e)| json!({"label": &*e.label(), "ip": e.ip, "ready": e.ready}))
+                        .map(
+                            |e| json!({"label": e.label(), "ip": e.addr.ip, "ready": e.addr.ready}),
+                        )
                         .collect();
                     node.insert("endpoints".into(), Value::Array(endpoints));
                 }
@@ -108,7 +110,11 @@ pub fn cache_json(store: &Store) -> Value {
     }
     let mut reverse = BTreeMap::new();
     for (ip, targets) in records.reverse.iter() {
-        let names: Vec<String> = targets.iter().map(|t| t.name().to_ascii()).collect();
+        let names: Vec<String> = targets
+            .as_slice()
+            .iter()
+            .map(|t| t.name(records.zone()).to_ascii())
+            .collect();
         reverse.insert(ip.to_string(), names);
     }
     json!({ "zone": zone, "serial": records.serial, "tree": tree, "reverse": reverse })

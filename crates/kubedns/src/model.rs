@@ -5,7 +5,9 @@
 //! malformed field (an IP that does not parse, a port out of range) skips that one item with a
 //! [`Problem`] the caller logs and counts; it never rejects the whole object.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
@@ -34,34 +36,56 @@ impl ObjectKey {
     }
 }
 
+/// Shared copies of values that many objects repeat.
+///
+/// Values no object uses any more are dropped whenever the pool has doubled since the last
+/// clean-up, so values that come and go (namespaces, say) do not accumulate.
+struct Pool<T: ?Sized> {
+    values: HashSet<Arc<T>>,
+    prune_at: usize,
+}
+
+impl<T: ?Sized> Default for Pool<T> {
+    fn default() -> Self {
+        Self {
+            values: HashSet::new(),
+            prune_at: 1024,
+        }
+    }
+}
+
+impl<T: ?Sized + Hash + Eq> Pool<T>
+where
+    for<'a> Arc<T>: From<&'a T>,
+{
+    /// The pool's copy of `value`, added if it has none.
+    fn share(pool: &Mutex<Self>, value: &T) -> Arc<T> {
+        let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = pool.values.get(value) {
+            return shared.clone();
+        }
+        if pool.values.len() >= pool.prune_at {
+            pool.values.retain(|v| Arc::strong_count(v) > 1);
+            pool.prune_at = (pool.values.len() * 2).max(1024);
+        }
+        let shared = Arc::from(value);
+        pool.values.insert(shared.clone());
+        shared
+    }
+}
+
 /// One shared copy of a lowercased string that many objects repeat (namespaces, port names,
 /// protocols): with 10,000 Services, separate copies cost megabytes.
-///
-/// Strings no object uses any more are dropped whenever the pool has doubled since the last
-/// clean-up, so namespaces that come and go do not accumulate.
 pub fn intern(text: &str) -> Arc<str> {
-    struct Pool {
-        strings: HashSet<Arc<str>>,
-        prune_at: usize,
-    }
-    static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| {
-        Mutex::new(Pool {
-            strings: HashSet::new(),
-            prune_at: 1024,
-        })
-    });
-    let text = text.to_ascii_lowercase();
-    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = pool.strings.get(text.as_str()) {
-        return shared.clone();
-    }
-    if pool.strings.len() >= pool.prune_at {
-        pool.strings.retain(|s| Arc::strong_count(s) > 1);
-        pool.prune_at = (pool.strings.len() * 2).max(1024);
-    }
-    let shared: Arc<str> = text.into();
-    pool.strings.insert(shared.clone());
-    shared
+    static POOL: LazyLock<Mutex<Pool<str>>> = LazyLock::new(Mutex::default);
+    Pool::share(&POOL, &text.to_ascii_lowercase())
+}
+
+/// One shared copy of a list of named ports: Services and slices mostly repeat a few lists
+/// (`http` on 80, say), and a copy per object costs a megabyte at 10,000 Services.
+fn intern_ports(ports: &[NamedPort]) -> Arc<[NamedPort]> {
+    static POOL: LazyLock<Mutex<Pool<[NamedPort]>>> = LazyLock::new(Mutex::default);
+    Pool::share(&POOL, ports)
 }
 
 impl std::fmt::Display for ObjectKey {
@@ -93,7 +117,7 @@ pub enum ServiceKind {
 }
 
 /// A named port with its protocol, as SRV records need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamedPort {
     /// The port name, lowercase (the `_<name>` label).
     pub name: Arc<str>,
@@ -110,34 +134,26 @@ pub struct ServiceInfo {
     pub key: ObjectKey,
     /// How it resolves.
     pub kind: ServiceKind,
-    /// Its named ports (unnamed ports have no SRV records).
-    pub ports: Vec<NamedPort>,
+    /// Its named ports (unnamed ports have no SRV records), shared with the objects that list
+    /// the same ones.
+    pub ports: Arc<[NamedPort]>,
     /// `spec.publishNotReadyAddresses`: not-ready endpoints are answered too.
     pub publish_not_ready: bool,
 }
 
-/// One endpoint address.
+/// One endpoint address. Its hostname, which nearly no endpoint has, is held by its slice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointAddr {
     /// The address.
     pub ip: IpAddr,
     /// The FNV-1a hash kube-dns derived the endpoint's DNS label from (see [`hash_label`]).
     pub hash: u32,
-    /// `hostname`, lowercase, when the endpoint has one.
-    pub hostname: Option<Arc<str>>,
     /// The `ready` condition (absent means ready, as the API documents).
     pub ready: bool,
 }
 
-impl EndpointAddr {
-    /// The endpoint's label below its Service: the hostname, or kube-dns's hash label.
-    pub fn label(&self) -> Arc<str> {
-        match &self.hostname {
-            Some(h) => h.clone(),
-            None => hash_label_text(self.hash).into(),
-        }
-    }
-}
+// Every endpoint of the cluster is held: keep one at 24 bytes.
+const _: () = assert!(std::mem::size_of::<EndpointAddr>() <= 24);
 
 /// One EndpointSlice (or one core/v1 Endpoints object), stripped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,8 +164,65 @@ pub struct SliceInfo {
     pub service: ObjectKey,
     /// Its addresses.
     pub endpoints: Vec<EndpointAddr>,
-    /// Its named ports (the endpoint's, i.e. target ports).
-    pub ports: Vec<NamedPort>,
+    /// The hostnames, lowercase, of the addresses that have one, by position in `endpoints`,
+    /// ascending. Held apart from the addresses because nearly none has one.
+    pub hostnames: Vec<(u32, Arc<str>)>,
+    /// Its named ports (the endpoint's, i.e. target ports), shared with the objects that list
+    /// the same ones.
+    pub ports: Arc<[NamedPort]>,
+}
+
+impl SliceInfo {
+    /// The address at `index` in `endpoints`.
+    pub fn endpoint(&self, index: usize) -> Option<SliceEndpoint<'_>> {
+        let addr = self.endpoints.get(index)?;
+        Some(SliceEndpoint {
+            slice: self,
+            addr,
+            index,
+        })
+    }
+
+    /// Every address, in order.
+    pub fn iter_endpoints(&self) -> impl Iterator<Item = SliceEndpoint<'_>> {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, addr)| SliceEndpoint {
+                slice: self,
+                addr,
+                index,
+            })
+    }
+}
+
+/// An endpoint address with the slice that holds its hostname and ports.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceEndpoint<'a> {
+    /// The slice.
+    pub slice: &'a SliceInfo,
+    /// The address.
+    pub addr: &'a EndpointAddr,
+    /// Its position in the slice's `endpoints`.
+    index: usize,
+}
+
+impl<'a> SliceEndpoint<'a> {
+    /// `hostname`, lowercase, when the endpoint has one.
+    pub fn hostname(&self) -> Option<&'a Arc<str>> {
+        let index = u32::try_from(self.index).ok()?;
+        let hostnames = &self.slice.hostnames;
+        let at = hostnames.binary_search_by_key(&index, |(i, _)| *i).ok()?;
+        Some(&hostnames[at].1)
+    }
+
+    /// The endpoint's label below its Service: the hostname, or kube-dns's hash label.
+    pub fn label(&self) -> Cow<'a, str> {
+        match self.hostname() {
+            Some(h) => Cow::Borrowed(h),
+            None => Cow::Owned(hash_label_text(self.addr.hash)),
+        }
+    }
 }
 
 /// A Pod's IPs, for verified pod records.
@@ -323,7 +396,7 @@ pub fn service_info(svc: &Service, problems: &mut Vec<Problem>) -> Option<Servic
             ServiceKind::ClusterIp(shrunk(ips))
         }
     };
-    let ports = spec
+    let ports: Vec<NamedPort> = spec
         .ports
         .iter()
         .flatten()
@@ -340,7 +413,7 @@ pub fn service_info(svc: &Service, problems: &mut Vec<Problem>) -> Option<Servic
     Some(ServiceInfo {
         key,
         kind,
-        ports: shrunk(ports),
+        ports: intern_ports(&ports),
         publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
     })
 }
@@ -361,21 +434,27 @@ pub fn slice_info(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<
             key,
             service,
             endpoints: Vec::new(),
-            ports: Vec::new(),
+            hostnames: Vec::new(),
+            ports: intern_ports(&[]),
         });
     }
     let mut endpoints = Vec::new();
+    let mut hostnames = Vec::new();
     for ep in &slice.endpoints {
         let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
         let hostname = endpoint_hostname(&object, ep.hostname.as_deref(), problems);
         for text in &ep.addresses {
             if let Some(ip) = parse_ip(&object, text, problems) {
-                endpoints.push(EndpointAddr {
-                    ip,
-                    hash: endpoint_hash(text),
-                    hostname: hostname.clone(),
-                    ready,
-                });
+                push_endpoint(
+                    &mut endpoints,
+                    &mut hostnames,
+                    EndpointAddr {
+                        ip,
+                        hash: endpoint_hash(text),
+                        ready,
+                    },
+                    hostname.as_ref(),
+                );
             }
         }
     }
@@ -397,8 +476,23 @@ pub fn slice_info(slice: &EndpointSlice, problems: &mut Vec<Problem>) -> Option<
         key,
         service,
         endpoints: shrunk(endpoints),
-        ports: shrunk(ports),
+        hostnames: shrunk(hostnames),
+        ports: intern_ports(&ports),
     })
+}
+
+/// Appends an address to a slice's `endpoints`, and its hostname, if any, to `hostnames`.
+fn push_endpoint(
+    endpoints: &mut Vec<EndpointAddr>,
+    hostnames: &mut Vec<(u32, Arc<str>)>,
+    endpoint: EndpointAddr,
+    hostname: Option<&Arc<str>>,
+) {
+    // Past 2^32 addresses in one object, the rest go by their hash labels.
+    if let (Some(hostname), Ok(index)) = (hostname, u32::try_from(endpoints.len())) {
+        hostnames.push((index, hostname.clone()));
+    }
+    endpoints.push(endpoint);
 }
 
 fn endpoint_hostname(
@@ -424,6 +518,7 @@ pub fn endpoints_info(eps: &Endpoints, problems: &mut Vec<Problem>) -> Option<Sl
     let key = key_of(&eps.metadata)?;
     let object = format!("endpoints {key}");
     let mut endpoints = Vec::new();
+    let mut hostnames = Vec::new();
     let mut ports: Vec<NamedPort> = Vec::new();
     for subset in eps.subsets.iter().flatten() {
         let ready = subset.addresses.iter().flatten().map(|a| (a, true));
@@ -435,12 +530,16 @@ pub fn endpoints_info(eps: &Endpoints, problems: &mut Vec<Problem>) -> Option<Sl
         for (addr, ready) in ready.chain(not_ready) {
             let hostname = endpoint_hostname(&object, addr.hostname.as_deref(), problems);
             if let Some(ip) = parse_ip(&object, &addr.ip, problems) {
-                endpoints.push(EndpointAddr {
-                    ip,
-                    hash: endpoint_hash(&addr.ip),
-                    hostname,
-                    ready,
-                });
+                push_endpoint(
+                    &mut endpoints,
+                    &mut hostnames,
+                    EndpointAddr {
+                        ip,
+                        hash: endpoint_hash(&addr.ip),
+                        ready,
+                    },
+                    hostname.as_ref(),
+                );
             }
         }
         // Subsets differ in ports only when endpoints differ in ports, which DNS cannot express
@@ -462,7 +561,8 @@ pub fn endpoints_info(eps: &Endpoints, problems: &mut Vec<Problem>) -> Option<Sl
         service: key.clone(),
         key,
         endpoints: shrunk(endpoints),
-        ports: shrunk(ports),
+        hostnames: shrunk(hostnames),
+        ports: intern_ports(&ports),
     })
 }
 

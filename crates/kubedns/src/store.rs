@@ -16,7 +16,7 @@ use hickory_proto::rr::Name;
 use smallvec::SmallVec;
 
 use crate::model::{ObjectKey, PodInfo, ServiceInfo, SliceInfo};
-use crate::records::{self, Namespace, PtrTarget, Records};
+use crate::records::{self, Namespace, PtrTarget, Records, ServiceEntry};
 
 /// The kinds of object kubedns watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,6 +115,10 @@ pub struct Published {
     pub changed_at: Vec<SystemTime>,
 }
 
+/// The slices of one Service, in the order they arrived. Nearly every Service has one slice:
+/// held inline, a `Vec`'s first growth to four entries cost a megabyte at 10,000 Services.
+type ServiceSlices = SmallVec<[(Resource, Arc<SliceInfo>); 1]>;
+
 /// Owns the build state; applies events and publishes snapshots.
 #[derive(Debug)]
 pub struct Writer {
@@ -123,10 +127,8 @@ pub struct Writer {
     services: HashMap<ObjectKey, Arc<ServiceInfo>>,
     /// Slices by (resource, slice key): EndpointSlices and Endpoints never mix their keys.
     slices: HashMap<(Resource, ObjectKey), Arc<SliceInfo>>,
-    /// The slices of each Service; nearly always one or two, so a list.
-    /// Nearly every Service has one slice: held inline, a `Vec`'s first growth to four
-    /// entries cost a megabyte at 10,000 Services.
-    slices_by_service: HashMap<ObjectKey, SmallVec<[(Resource, ObjectKey); 1]>>,
+    /// The slices of each Service.
+    slices_by_service: HashMap<ObjectKey, ServiceSlices>,
     pods: HashMap<ObjectKey, Arc<PodInfo>>,
     init: HashMap<Resource, Vec<Object>>,
     synced: HashSet<Resource>,
@@ -253,8 +255,12 @@ impl Writer {
                     .slices_by_service
                     .entry(slice.service.clone())
                     .or_default();
-                if !slices.contains(&key) {
-                    slices.push(key.clone());
+                match slices
+                    .iter_mut()
+                    .find(|(r, s)| *r == resource && s.key == slice.key)
+                {
+                    Some((_, held)) => *held = slice.clone(),
+                    None => slices.push((resource, slice.clone())),
                 }
                 self.dirty.insert(slice.service.clone());
                 self.slices.insert(key, slice);
@@ -285,7 +291,8 @@ impl Writer {
 
     fn unlink_slice(&mut self, service: &ObjectKey, slice_key: &(Resource, ObjectKey)) {
         if let Some(set) = self.slices_by_service.get_mut(service) {
-            set.retain(|k| k != slice_key);
+            let (resource, key) = slice_key;
+            set.retain(|(r, s)| !(r == resource && s.key == *key));
             if set.is_empty() {
                 self.slices_by_service.remove(service);
             }
@@ -348,17 +355,11 @@ impl Writer {
             .get(&key.namespace)
             .and_then(|ns| ns.services.get(&key.name))
             .cloned();
-        let old_ptrs = old.as_deref().map(records::ptr_targets).unwrap_or_default();
-        for (ip, target) in &old_ptrs {
-            let shard = self.records.reverse.shard_mut(ip);
-            if let Some(targets) = shard.get_mut(ip) {
-                targets.retain(|t| t != target);
-                if targets.is_empty() {
-                    shard.remove(ip);
-                }
-            }
-        }
+        let old_ptrs = old.as_ref().map(records::ptr_targets).unwrap_or_default();
         if let Some(old) = &old {
+            for (ip, _) in &old_ptrs {
+                self.records.reverse.remove_service(*ip, old);
+            }
             self.record_count -= old.record_count();
             if let Some(ns) = self.records.namespaces.get_mut(&key.namespace) {
                 let ns = Arc::make_mut(ns);
@@ -379,17 +380,12 @@ impl Writer {
             .get(key)
             .into_iter()
             .flatten()
-            .filter_map(|k| self.slices.get(k).cloned())
+            .map(|(_, slice)| slice.clone())
             .collect();
-        let entry = records::service_entry(&self.records, info, slices);
+        let entry = Arc::new(ServiceEntry { info, slices });
         let new_ptrs = records::ptr_targets(&entry);
         for (ip, target) in &new_ptrs {
-            self.records
-                .reverse
-                .shard_mut(ip)
-                .entry(*ip)
-                .or_default()
-                .push(target.clone());
+            self.records.reverse.insert(*ip, target.clone());
         }
         self.note_ptr_changes(&old_ptrs, &new_ptrs);
         self.record_count += entry.record_count();
@@ -398,9 +394,7 @@ impl Writer {
             .namespaces
             .entry(key.namespace.clone())
             .or_insert_with(|| Arc::new(Namespace::default()));
-        Arc::make_mut(ns)
-            .services
-            .insert(key.name.clone(), Arc::new(entry));
+        Arc::make_mut(ns).services.insert(key.name.clone(), entry);
     }
 
     /// Notes the reverse names whose PTR answers changed.
@@ -408,8 +402,11 @@ impl Writer {
         if self.pending.names_overflow {
             return;
         }
-        let old_set: HashSet<&(IpAddr, PtrTarget)> = old.iter().collect();
-        let new_set: HashSet<&(IpAddr, PtrTarget)> = new.iter().collect();
+        let zone = self.records.zone();
+        let named = |ptrs: &[(IpAddr, PtrTarget)]| -> HashSet<(IpAddr, Name)> {
+            ptrs.iter().map(|(ip, t)| (*ip, t.name(zone))).collect()
+        };
+        let (old_set, new_set) = (named(old), named(new));
         let changed = old_set.symmetric_difference(&new_set).map(|(ip, _)| *ip);
         let changed: BTreeSet<IpAddr> = changed.collect();
         for ip in changed {

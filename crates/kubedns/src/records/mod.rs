@@ -10,15 +10,18 @@
 mod sharded;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use smallvec::SmallVec;
 
 use crate::model::{
-    EndpointAddr, ObjectKey, ServiceInfo, ServiceKind, SliceInfo, endpoint_hash, hash_label_text,
-    parse_hash_label,
+    EndpointAddr, NamedPort, ObjectKey, ServiceInfo, ServiceKind, SliceEndpoint, SliceInfo,
+    endpoint_hash, hash_label_text, parse_hash_label,
 };
 pub use sharded::ShardedMap;
 
@@ -100,27 +103,46 @@ fn matches_family(ip: &IpAddr, family: Family) -> bool {
     )
 }
 
-/// A Service as the tree holds it: the stripped Service, its slices and its name.
+/// A Service as the tree holds it: the stripped Service and its slices.
+///
+/// Its name is not held: A and AAAA answers are owned by the query name, and the SRV and PTR
+/// answers that point at the name build it from the key and the zone.
 #[derive(Clone, Debug)]
 pub struct ServiceEntry {
     /// The stripped Service.
     pub info: Arc<ServiceInfo>,
-    /// Its EndpointSlices (or its one Endpoints object).
-    pub slices: Vec<Arc<SliceInfo>>,
-    /// `<svc>.<ns>.svc.<zone>.`
-    pub fqdn: Arc<Name>,
+    /// Its EndpointSlices (or its one Endpoints object). Nearly always one, held inline: a
+    /// `Vec` would cost an allocation per Service.
+    pub slices: SmallVec<[Arc<SliceInfo>; 1]>,
 }
 
 impl ServiceEntry {
-    /// The endpoints DNS answers with: ready ones, or all with `publishNotReadyAddresses`.
-    pub fn serving_endpoints(&self) -> impl Iterator<Item = (&SliceInfo, &EndpointAddr)> {
-        let all = self.info.publish_not_ready;
-        self.slices.iter().flat_map(move |s| {
-            s.endpoints
-                .iter()
-                .filter(move |e| all || e.ready)
-                .map(move |e| (&**s, e))
-        })
+    /// Every endpoint, serving or not, in slice order.
+    fn endpoints(&self) -> impl Iterator<Item = SliceEndpoint<'_>> {
+        self.slices.iter().flat_map(|s| s.iter_endpoints())
+    }
+
+    /// True for an endpoint DNS answers with: a ready one, or any with
+    /// `publishNotReadyAddresses`.
+    fn serves(&self, endpoint: &EndpointAddr) -> bool {
+        endpoint.ready || self.info.publish_not_ready
+    }
+
+    /// The endpoints DNS answers with (see [`ServiceEntry::serves`]).
+    pub fn serving_endpoints(&self) -> impl Iterator<Item = SliceEndpoint<'_>> {
+        self.endpoints().filter(|e| self.serves(e.addr))
+    }
+
+    /// The endpoint at `position` among all the endpoints of the slices, in slice order.
+    pub fn endpoint(&self, position: u32) -> Option<SliceEndpoint<'_>> {
+        let mut rest = usize::try_from(position).ok()?;
+        for slice in &self.slices {
+            match slice.endpoint(rest) {
+                Some(endpoint) => return Some(endpoint),
+                None => rest -= slice.endpoints.len(),
+            }
+        }
+        None
     }
 
     /// The number of address, SRV and PTR records this Service contributes, for metrics.
@@ -129,7 +151,7 @@ impl ServiceEntry {
             ServiceKind::ClusterIp(ips) => ips.len() * (2 + self.info.ports.len()),
             ServiceKind::Headless => self
                 .serving_endpoints()
-                .map(|(s, _)| 2 + s.ports.len())
+                .map(|e| 2 + e.slice.ports.len())
                 .sum(),
             ServiceKind::ExternalName(_) | ServiceKind::ExternalIp(_) => 1,
         }
@@ -147,32 +169,152 @@ pub struct Namespace {
     pub services: FastMap<Arc<str>, Arc<ServiceEntry>>,
 }
 
-/// The PTR targets of one address: nearly always one, so held inline.
-pub type PtrTargets = smallvec::SmallVec<[PtrTarget; 1]>;
-
-/// Where a PTR record points.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Where a PTR record points: a Service's name, or the name of one of its endpoints.
+///
+/// 16 bytes: the name is derived from the Service entry when a PTR query asks, which is rare,
+/// rather than held per address.
+#[derive(Clone, Debug)]
 pub struct PtrTarget {
-    /// The Service's name.
-    pub service: Arc<Name>,
-    /// For an endpoint of a headless Service: its hostname, or `None` for the hash label.
-    pub endpoint: Option<(Option<Arc<str>>, u32)>,
+    /// The Service claiming the address.
+    pub service: Arc<ServiceEntry>,
+    /// For an endpoint of a headless Service: its position as [`ServiceEntry::endpoint`] counts.
+    pub endpoint: Option<u32>,
 }
 
 impl PtrTarget {
-    /// The name the PTR record points at.
-    pub fn name(&self) -> Name {
-        match &self.endpoint {
-            None => (*self.service).clone(),
-            Some((hostname, hash)) => {
-                let label = match hostname {
-                    Some(h) => h.to_string(),
-                    None => hash_label_text(*hash),
-                };
-                prepend(&self.service, &label)
+    /// The name the PTR record points at, in `zone`.
+    pub fn name(&self, zone: &Name) -> Name {
+        let service = service_fqdn(&self.service.info.key, zone);
+        // The entry is immutable, so the position always names one of its endpoints.
+        match self
+            .endpoint
+            .and_then(|position| self.service.endpoint(position))
+        {
+            None => service,
+            Some(endpoint) => prepend(&service, &endpoint.label()),
+        }
+    }
+}
+
+/// The PTR targets of one address. Nearly always one Service claims an address, so that target
+/// is held inline; the list for the rare shared address is boxed so that it does not widen the
+/// common case beyond one target's 16 bytes.
+#[derive(Clone, Debug)]
+pub enum PtrTargets {
+    /// The one Service claiming the address.
+    One(PtrTarget),
+    /// Several, in the order they claimed it.
+    Many(Box<Vec<PtrTarget>>),
+}
+
+// One reverse-map entry per cluster address: keep the targets at one target's size.
+const _: () = assert!(std::mem::size_of::<PtrTargets>() <= 16);
+
+impl PtrTargets {
+    /// The targets, in the order their Services claimed the address.
+    pub fn as_slice(&self) -> &[PtrTarget] {
+        match self {
+            Self::One(target) => std::slice::from_ref(target),
+            Self::Many(targets) => targets,
+        }
+    }
+
+    fn push(&mut self, target: PtrTarget) {
+        match self {
+            Self::One(first) => *self = Self::Many(Box::new(vec![first.clone(), target])),
+            Self::Many(targets) => targets.push(target),
+        }
+    }
+
+    /// Drops the targets of `service`; `false` when none are left.
+    fn remove_service(&mut self, service: &Arc<ServiceEntry>) -> bool {
+        match self {
+            Self::One(target) => !Arc::ptr_eq(&target.service, service),
+            Self::Many(targets) => {
+                targets.retain(|t| !Arc::ptr_eq(&t.service, service));
+                match targets.len() {
+                    0 => false,
+                    1 => {
+                        *self = Self::One(targets[0].clone());
+                        true
+                    }
+                    _ => true,
+                }
             }
         }
     }
+}
+
+/// Address → PTR targets, with one map per family: an IPv4 key takes 4 bytes, where an
+/// `IpAddr` takes 17.
+#[derive(Clone, Debug, Default)]
+pub struct ReverseMap {
+    v4: ShardedMap<Ipv4Addr, PtrTargets>,
+    v6: ShardedMap<Ipv6Addr, PtrTargets>,
+}
+
+impl ReverseMap {
+    /// The PTR targets of `ip`.
+    pub fn get(&self, ip: IpAddr) -> Option<&PtrTargets> {
+        match ip {
+            IpAddr::V4(v4) => self.v4.get(&v4),
+            IpAddr::V6(v6) => self.v6.get(&v6),
+        }
+    }
+
+    /// Adds a target for `ip`, after those already there.
+    pub fn insert(&mut self, ip: IpAddr, target: PtrTarget) {
+        fn insert_in<K: Hash + Eq + Clone>(
+            map: &mut ShardedMap<K, PtrTargets>,
+            key: K,
+            target: PtrTarget,
+        ) {
+            match map.shard_mut(&key).entry(key) {
+                Entry::Occupied(mut targets) => targets.get_mut().push(target),
+                Entry::Vacant(slot) => {
+                    slot.insert(PtrTargets::One(target));
+                }
+            }
+        }
+        match ip {
+            IpAddr::V4(v4) => insert_in(&mut self.v4, v4, target),
+            IpAddr::V6(v6) => insert_in(&mut self.v6, v6, target),
+        }
+    }
+
+    /// Removes the targets `service` has for `ip`.
+    pub fn remove_service(&mut self, ip: IpAddr, service: &Arc<ServiceEntry>) {
+        fn remove_in<K: Hash + Eq + Clone>(
+            map: &mut ShardedMap<K, PtrTargets>,
+            key: &K,
+            service: &Arc<ServiceEntry>,
+        ) {
+            let shard = map.shard_mut(key);
+            if let Some(targets) = shard.get_mut(key)
+                && !targets.remove_service(service)
+            {
+                shard.remove(key);
+            }
+        }
+        match ip {
+            IpAddr::V4(v4) => remove_in(&mut self.v4, &v4, service),
+            IpAddr::V6(v6) => remove_in(&mut self.v6, &v6, service),
+        }
+    }
+
+    /// Every address with its targets, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &PtrTargets)> {
+        let v4 = self.v4.iter().map(|(ip, t)| (IpAddr::V4(*ip), t));
+        let v6 = self.v6.iter().map(|(ip, t)| (IpAddr::V6(*ip), t));
+        v4.chain(v6)
+    }
+}
+
+/// `<svc>.<ns>.svc.<zone>.`
+fn service_fqdn(key: &ObjectKey, zone: &Name) -> Name {
+    let rel = Name::from_labels([key.name.as_bytes(), key.namespace.as_bytes(), b"svc"]);
+    rel.and_then(|r| r.append_name(zone))
+        .unwrap_or_else(|_| zone.clone())
 }
 
 fn prepend(name: &Name, label: &str) -> Name {
@@ -188,7 +330,7 @@ pub struct Records {
     /// `svc.<zone>` children.
     pub namespaces: FastMap<Arc<str>, Arc<Namespace>>,
     /// Address → PTR targets (one per Service claiming it).
-    pub reverse: ShardedMap<IpAddr, PtrTargets>,
+    pub reverse: ReverseMap,
     /// Pod address → namespaces with a Pod using it, and how many (for verified pod records).
     pub pods: ShardedMap<IpAddr, Vec<(Arc<str>, u32)>>,
     /// The SOA serial: when the records last changed, in seconds since the epoch.
@@ -205,7 +347,7 @@ impl Records {
             ttl,
             pod_records,
             namespaces: FastMap::default(),
-            reverse: ShardedMap::default(),
+            reverse: ReverseMap::default(),
             pods: ShardedMap::default(),
             serial: 0,
         }
@@ -223,9 +365,7 @@ impl Records {
 
     /// `<svc>.<ns>.svc.<zone>.`
     pub fn service_fqdn(&self, key: &ObjectKey) -> Name {
-        let rel = Name::from_labels([key.name.as_bytes(), key.namespace.as_bytes(), b"svc"]);
-        rel.and_then(|r| r.append_name(&self.zone))
-            .unwrap_or_else(|_| self.zone.clone())
+        service_fqdn(key, &self.zone)
     }
 
     /// The Service entry for a key.
@@ -402,9 +542,10 @@ impl Records {
                 if qtype == RecordType::SRV {
                     // kube-dns answered SRV on the bare name with port-0 records pointing at the
                     // per-IP names; the stock liveness probes depend on a non-empty answer.
+                    let fqdn = self.service_fqdn(&info.key);
                     let targets = ips.iter().map(|ip| {
                         let label = hash_label_text(endpoint_hash(&ip.to_string()));
-                        (prepend(&entry.fqdn, &label), *ip)
+                        (prepend(&fqdn, &label), *ip)
                     });
                     self.srv_answer(qname, 0, targets.collect())
                 } else {
@@ -413,18 +554,19 @@ impl Records {
             }
             (ServiceKind::Headless, []) => {
                 let mut any = false;
-                let ips = entry.serving_endpoints().map(|(_, e)| {
+                let ips = entry.serving_endpoints().map(|e| {
                     any = true;
-                    e.ip
+                    e.addr.ip
                 });
                 let ips: Vec<IpAddr> = ips.collect();
                 if !any {
                     return Lookup::NxDomain;
                 }
                 if qtype == RecordType::SRV {
+                    let fqdn = self.service_fqdn(&info.key);
                     let targets = entry
                         .serving_endpoints()
-                        .map(|(_, e)| (prepend(&entry.fqdn, &e.label()), e.ip))
+                        .map(|e| (prepend(&fqdn, &e.label()), e.addr.ip))
                         .collect();
                     self.srv_answer(qname, 0, targets)
                 } else {
@@ -434,22 +576,26 @@ impl Records {
             (ServiceKind::ClusterIp(_) | ServiceKind::Headless, [proto])
                 if proto.starts_with('_') =>
             {
-                if self.port_targets(entry, proto, None).is_empty() {
-                    Lookup::NxDomain
-                } else {
+                if has_port_targets(entry, proto, None) {
                     Lookup::NoData
+                } else {
+                    Lookup::NxDomain
                 }
             }
             (ServiceKind::ClusterIp(_) | ServiceKind::Headless, [proto, port])
                 if proto.starts_with('_') && port.starts_with('_') =>
             {
-                let targets = self.port_targets(entry, proto, Some(port));
-                if targets.is_empty() {
-                    Lookup::NxDomain
-                } else if qtype == RecordType::SRV || qtype == RecordType::ANY {
-                    self.srv_records(qname, targets)
-                } else {
+                if qtype == RecordType::SRV || qtype == RecordType::ANY {
+                    let targets = self.port_targets(entry, proto, port);
+                    if targets.is_empty() {
+                        Lookup::NxDomain
+                    } else {
+                        self.srv_records(qname, targets)
+                    }
+                } else if has_port_targets(entry, proto, Some(port)) {
                     Lookup::NoData
+                } else {
+                    Lookup::NxDomain
                 }
             }
             (ServiceKind::ClusterIp(ips), [label]) => {
@@ -470,11 +616,11 @@ impl Records {
                 let hash = parse_hash_label(label);
                 let ips: Vec<IpAddr> = entry
                     .serving_endpoints()
-                    .filter(|(_, e)| match &e.hostname {
+                    .filter(|e| match e.hostname() {
                         Some(h) => &**h == *label,
-                        None => Some(e.hash) == hash,
+                        None => Some(e.addr.hash) == hash,
                     })
-                    .map(|(_, e)| e.ip)
+                    .map(|e| e.addr.ip)
                     .collect();
                 if ips.is_empty() {
                     return Lookup::NxDomain;
@@ -485,37 +631,34 @@ impl Records {
         }
     }
 
-    /// SRV targets for `_<port>._<proto>` (or any port of `_<proto>` when `port` is `None`):
-    /// (target name, port, target addresses).
+    /// SRV targets for `_<port>._<proto>`: (target name, port, target addresses).
     fn port_targets(
         &self,
         entry: &ServiceEntry,
         proto: &str,
-        port: Option<&str>,
+        port: &str,
     ) -> Vec<(Name, u16, Vec<IpAddr>)> {
-        let proto = &proto[1..];
-        let port = port.map(|p| &p[1..]);
-        let matches = |p: &crate::model::NamedPort| {
-            &*p.protocol == proto && port.is_none_or(|name| &*p.name == name)
-        };
+        let matches = port_matcher(proto, Some(port));
+        let fqdn = self.service_fqdn(&entry.info.key);
         let mut out: Vec<(Name, u16, Vec<IpAddr>)> = Vec::new();
         match &entry.info.kind {
             ServiceKind::ClusterIp(ips) => {
                 for p in entry.info.ports.iter().filter(|p| matches(p)) {
-                    out.push(((*entry.fqdn).clone(), p.port, ips.clone()));
+                    out.push((fqdn.clone(), p.port, ips.clone()));
                 }
             }
             ServiceKind::Headless => {
-                for (slice, ep) in entry.serving_endpoints() {
-                    for p in slice.ports.iter().filter(|p| matches(p)) {
-                        let target = prepend(&entry.fqdn, &ep.label());
+                for ep in entry.serving_endpoints() {
+                    let ip = ep.addr.ip;
+                    for p in ep.slice.ports.iter().filter(|p| matches(p)) {
+                        let target = prepend(&fqdn, &ep.label());
                         match out
                             .iter_mut()
                             .find(|(t, port, _)| *t == target && *port == p.port)
                         {
-                            Some((_, _, ips)) if !ips.contains(&ep.ip) => ips.push(ep.ip),
+                            Some((_, _, ips)) if !ips.contains(&ip) => ips.push(ip),
                             Some(_) => {}
-                            None => out.push((target, p.port, vec![ep.ip])),
+                            None => out.push((target, p.port, vec![ip])),
                         }
                     }
                 }
@@ -625,18 +768,39 @@ impl Records {
         if net.prefix_len() != full {
             return None;
         }
-        let targets = self.reverse.get(&net.addr())?;
+        let targets = self.reverse.get(net.addr())?;
         if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
             return Some(Lookup::NoData);
         }
         let answers = targets
+            .as_slice()
             .iter()
-            .map(|t| self.record(qname, RData::PTR(PTR(t.name()))))
+            .map(|t| self.record(qname, RData::PTR(PTR(t.name(&self.zone)))))
             .collect();
         Some(Lookup::Answer {
             answers,
             additionals: Vec::new(),
         })
+    }
+}
+
+/// Matches the ports named by the labels `_<proto>` and `_<port>` (any port when `None`).
+fn port_matcher<'a>(proto: &'a str, port: Option<&'a str>) -> impl Fn(&NamedPort) -> bool + 'a {
+    let proto = &proto[1..];
+    let port = port.map(|p| &p[1..]);
+    move |p| &*p.protocol == proto && port.is_none_or(|name| &*p.name == name)
+}
+
+/// True when `_<port>._<proto>` (or `_<proto>` when `port` is `None`) has SRV targets: the
+/// existence check of [`Records::port_targets`], without building names.
+fn has_port_targets(entry: &ServiceEntry, proto: &str, port: Option<&str>) -> bool {
+    let matches = port_matcher(proto, port);
+    match &entry.info.kind {
+        ServiceKind::ClusterIp(_) => entry.info.ports.iter().any(&matches),
+        ServiceKind::Headless => entry
+            .serving_endpoints()
+            .any(|e| e.slice.ports.iter().any(&matches)),
+        _ => false,
     }
 }
 
@@ -671,40 +835,27 @@ pub fn parse_pod_ip(label: &str) -> Option<IpAddr> {
     }
 }
 
-/// Builds a Service's entry from the stripped Service and its slices.
-pub fn service_entry(
-    records: &Records,
-    info: Arc<ServiceInfo>,
-    slices: Vec<Arc<SliceInfo>>,
-) -> ServiceEntry {
-    let fqdn = Arc::new(records.service_fqdn(&info.key));
-    ServiceEntry { info, slices, fqdn }
-}
-
 /// The PTR records a Service contributes: its ClusterIPs, or its serving endpoints.
-pub fn ptr_targets(entry: &ServiceEntry) -> Vec<(IpAddr, PtrTarget)> {
+pub fn ptr_targets(entry: &Arc<ServiceEntry>) -> Vec<(IpAddr, PtrTarget)> {
+    let target = |endpoint| PtrTarget {
+        service: entry.clone(),
+        endpoint,
+    };
     match &entry.info.kind {
-        ServiceKind::ClusterIp(ips) => ips
-            .iter()
-            .map(|ip| {
-                (
-                    *ip,
-                    PtrTarget {
-                        service: entry.fqdn.clone(),
-                        endpoint: None,
-                    },
-                )
-            })
-            .collect(),
+        ServiceKind::ClusterIp(ips) => ips.iter().map(|ip| (*ip, target(None))).collect(),
         ServiceKind::Headless => {
-            let mut out: Vec<(IpAddr, PtrTarget)> = Vec::new();
-            for (_, e) in entry.serving_endpoints() {
-                let target = PtrTarget {
-                    service: entry.fqdn.clone(),
-                    endpoint: Some((e.hostname.clone(), e.hash)),
+            // One record per address and name: an endpoint listed in two slices, or twice with
+            // the same hostname, points once.
+            let mut seen: Vec<(IpAddr, Option<&Arc<str>>, u32)> = Vec::new();
+            let mut out = Vec::new();
+            for (position, e) in entry.endpoints().enumerate() {
+                let Ok(position) = u32::try_from(position) else {
+                    break;
                 };
-                if !out.iter().any(|(ip, t)| *ip == e.ip && *t == target) {
-                    out.push((e.ip, target));
+                let name = (e.addr.ip, e.hostname(), e.addr.hash);
+                if entry.serves(e.addr) && !seen.contains(&name) {
+                    seen.push(name);
+                    out.push((e.addr.ip, target(Some(position))));
                 }
             }
             out
