@@ -14,6 +14,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use kdns_net::{Handler, PoolError, Request, UpstreamPool};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -511,14 +512,10 @@ impl Inner {
         if let Some(edns) = self.reply_edns(message) {
             let additionals = u16::from_be_bytes([reply[10], reply[11]]).checked_add(1)?;
             reply[10..12].copy_from_slice(&additionals.to_be_bytes());
-            // The OPT record (RFC 6891 section 6.1.2): root owner, type 41, the payload size
-            // as class, extended rcode and version 0, the DO bit, no options.
-            let flags: u16 = if edns.flags().dnssec_ok { 0x8000 } else { 0 };
-            reply.extend_from_slice(&[0, 0, 41]);
-            reply.extend_from_slice(&edns.max_payload().to_be_bytes());
-            reply.extend_from_slice(&[0, 0]);
-            reply.extend_from_slice(&flags.to_be_bytes());
-            reply.extend_from_slice(&[0, 0]);
+            // The OPT record goes last, after the cached additional records.
+            let end = u32::try_from(reply.len()).ok()?;
+            edns.emit(&mut BinEncoder::with_offset(&mut reply, end))
+                .ok()?;
         }
         if reply.len() > limit {
             // Truncation is the server's job, on the ordinary path.
