@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::Name;
-use kdns_net::{Handler, Protocol, ServerConfig, answer_message};
+use kdns_net::{Handler, Protocol, ServerConfig, WireQuery, answer_message};
 use kubedns::dns::ClusterZone;
 use kubedns::records::PodRecords;
 use kubedns::source::file;
@@ -98,9 +98,30 @@ pub fn check_reply(request: &[u8], reply: &[u8], udp_limit: Option<usize>) -> Me
     message
 }
 
+/// Whatever kdns-net reads as a plain query straight from its bytes (the path to encoded
+/// answers, taken before anything is decoded) must decode to the same request and pass vetting.
+pub fn check_wire_query(request: &[u8]) {
+    let Some(query) = WireQuery::read(request, CLIENT, Protocol::Udp) else {
+        return;
+    };
+    let message = Message::from_vec(request).expect("a plain query decodes");
+    assert_eq!(message.metadata.message_type, MessageType::Query);
+    assert_eq!(message.metadata.id, query.id);
+    assert_eq!(message.metadata.recursion_desired, query.recursion_desired);
+    assert_eq!(message.metadata.checking_disabled, query.checking_disabled);
+    assert_eq!(message.queries.len(), 1);
+    assert_eq!(message.queries[0].query_type(), query.qtype);
+    assert!(message.answers.is_empty() && message.authorities.is_empty());
+    assert_eq!(
+        message.edns.as_ref().map(|e| (e.version(), e.flags().dnssec_ok)),
+        query.edns.map(|e| (0, e.dnssec_ok))
+    );
+}
+
 /// Runs `request` through kdns-net's UDP path (vetting, `handler`, fitting) as `serve` does for
 /// a datagram, and checks the reply, or that dropping the request was right.
 pub fn answer_udp_and_check<H: Handler>(handler: Arc<H>, config: ServerConfig, request: &[u8]) {
+    check_wire_query(request);
     let max_udp_payload = config.max_udp_payload;
     let reply = runtime().block_on(answer_message(
         handler,

@@ -18,14 +18,15 @@
 //! used entries go first. The insertion and eviction counts use the same unit, so the CHAOS
 //! statistics read like dnsmasq's.
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use foldhash::quality::RandomState;
 use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use kdns_net::{MAX_WIRE_NAME, WireQuery};
 use lru::LruCache;
 use tokio::time::Instant;
 
@@ -39,14 +40,16 @@ const INVALIDATION_LOG: usize = 256;
 /// What a cached response is keyed by. Names compare case-sensitively, so a client using
 /// 0x20 case randomisation gets back exactly the case it asked with; the DO and CD bits are
 /// part of the key because they change what an upstream puts in the answer.
-#[derive(Clone, Debug)]
-pub struct CacheKey {
-    name: Name,
-    qtype: RecordType,
-    qclass: DNSClass,
-    dnssec_ok: bool,
-    checking_disabled: bool,
-}
+///
+/// Held as bytes: the DO and CD bits, the type and the class, then the name in wire form. A
+/// plain query's bytes hold the same name, so a lookup ([`WireKey`]) needs no decoding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey(Box<[u8]>);
+
+/// The bytes before the name in a key.
+const KEY_PREFIX: usize = 5;
+const KEY_DO: u8 = 1;
+const KEY_CD: u8 = 2;
 
 impl CacheKey {
     /// The key for a request's first question and DO/CD bits; `None` without a question.
@@ -61,51 +64,96 @@ impl CacheKey {
 
     /// The key for `query` with the given DO and CD bits.
     pub fn new(query: &Query, dnssec_ok: bool, checking_disabled: bool) -> Self {
-        Self {
-            name: query.name().clone(),
-            qtype: query.query_type(),
-            qclass: query.query_class(),
+        let mut bytes = Vec::with_capacity(KEY_PREFIX + query.name().len() + 1);
+        bytes.extend_from_slice(&key_prefix(
+            query.query_type(),
+            query.query_class(),
             dnssec_ok,
             checking_disabled,
-        }
+        ));
+        push_wire_name(query.name(), &mut bytes);
+        Self(bytes.into_boxed_slice())
     }
 
     /// The question's name, in the case it was asked.
-    pub fn name(&self) -> &Name {
-        &self.name
+    pub fn name(&self) -> Name {
+        // Written from a valid name by `new`, so it reads back.
+        Name::read(&mut BinDecoder::new(&self.0[KEY_PREFIX..])).unwrap_or_else(|_| Name::root())
     }
 
     /// The question's type.
     pub fn qtype(&self) -> RecordType {
-        self.qtype
+        RecordType::from(u16::from_be_bytes([self.0[1], self.0[2]]))
+    }
+
+    fn qclass(&self) -> DNSClass {
+        DNSClass::from(u16::from_be_bytes([self.0[3], self.0[4]]))
     }
 }
 
-impl PartialEq for CacheKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.qtype == other.qtype
-            && self.qclass == other.qclass
-            && self.dnssec_ok == other.dnssec_ok
-            && self.checking_disabled == other.checking_disabled
-            && self.name.eq_case(&other.name)
+impl Borrow<[u8]> for CacheKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0
     }
 }
 
-impl Eq for CacheKey {}
-
-impl Hash for CacheKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Raw label bytes: `Name`'s own `Hash` folds case, which would put 0x20 variants of one
-        // name in one bucket chain without making them equal.
-        for label in self.name.iter() {
-            state.write(label);
-            state.write_u8(0);
-        }
-        u16::from(self.qtype).hash(state);
-        u16::from(self.qclass).hash(state);
-        self.dnssec_ok.hash(state);
-        self.checking_disabled.hash(state);
+impl AsRef<[u8]> for CacheKey {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
+}
+
+/// A [`CacheKey`] for looking up a plain query, built on the stack from its bytes.
+#[derive(Clone, Debug)]
+pub struct WireKey {
+    bytes: [u8; KEY_PREFIX + MAX_WIRE_NAME],
+    len: usize,
+}
+
+impl WireKey {
+    /// The key for `query`'s question (class IN) and DO/CD bits.
+    pub fn new(query: &WireQuery<'_>) -> Self {
+        let mut bytes = [0; KEY_PREFIX + MAX_WIRE_NAME];
+        let dnssec_ok = query.edns.is_some_and(|edns| edns.dnssec_ok);
+        bytes[..KEY_PREFIX].copy_from_slice(&key_prefix(
+            query.qtype,
+            DNSClass::IN,
+            dnssec_ok,
+            query.checking_disabled,
+        ));
+        let len = KEY_PREFIX + query.name.len();
+        // A `WireQuery`'s name is at most `MAX_WIRE_NAME` octets.
+        bytes[KEY_PREFIX..len].copy_from_slice(query.name);
+        Self { bytes, len }
+    }
+}
+
+impl AsRef<[u8]> for WireKey {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Appends `name` in wire form, uncompressed and in its own case.
+pub(crate) fn push_wire_name(name: &Name, out: &mut Vec<u8>) {
+    for label in name.iter() {
+        // Labels are at most 63 octets long.
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+}
+
+fn key_prefix(
+    qtype: RecordType,
+    qclass: DNSClass,
+    dnssec_ok: bool,
+    checking_disabled: bool,
+) -> [u8; KEY_PREFIX] {
+    let [type_hi, type_lo] = u16::from(qtype).to_be_bytes();
+    let [class_hi, class_lo] = u16::from(qclass).to_be_bytes();
+    let flags = if dnssec_ok { KEY_DO } else { 0 } | if checking_disabled { KEY_CD } else { 0 };
+    [flags, type_hi, type_lo, class_hi, class_lo]
 }
 
 /// TTL limits and policies, from the dnsmasq flags of the same names.
@@ -383,7 +431,7 @@ impl ResponseCache {
     /// A copy of the cached response for `key` with its TTLs counted down to `now`, and AA
     /// cleared (a cache is not the authority). `None` on a miss or an expired entry, which is
     /// then dropped.
-    pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Message> {
+    pub fn get(&mut self, key: &impl AsRef<[u8]>, now: Instant) -> Option<Message> {
         let mut bytes = Vec::new();
         self.get_encoded(key, now, &mut bytes)?;
         Message::from_vec(&bytes).ok()
@@ -393,10 +441,11 @@ impl ResponseCache {
     /// record, for the caller to fill in from the request.
     pub fn get_encoded(
         &mut self,
-        key: &CacheKey,
+        key: &impl AsRef<[u8]>,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Option<EncodedHit> {
+        let key = key.as_ref();
         let entry = self.entries.get(key)?;
         if entry.expires <= now {
             self.remove(key);
@@ -429,16 +478,16 @@ impl ResponseCache {
     /// Caches `response` to `key` if the policy allows; see the module docs. Returns what was
     /// inserted and evicted.
     pub fn insert(&mut self, key: CacheKey, response: &Message, now: Instant) -> Inserted {
-        let query = Query::query(key.name.clone(), key.qtype);
-        let mut query = query;
-        query.set_query_class(key.qclass);
+        let name = key.name();
+        let mut query = Query::query(name.clone(), key.qtype());
+        query.set_query_class(key.qclass());
         let (ttl, negative) = match self.policy.cacheability(&query, response) {
             Cacheability::Positive(ttl) => (ttl, false),
             Cacheability::Negative(ttl) => (ttl, true),
             Cacheability::No(_) => return Inserted::default(),
         };
         let weight = if negative {
-            1 + usize::from(soa_negative_ttl(&key.name, response).is_some())
+            1 + usize::from(soa_negative_ttl(&name, response).is_some())
         } else {
             response.answers.len().max(1)
         };
@@ -468,7 +517,7 @@ impl ResponseCache {
         let Some(encoded) = Encoded::new(&stored, negative) else {
             return Inserted::default();
         };
-        self.remove(&key);
+        self.remove(key.as_ref());
         let mut evicted = 0;
         while self.records + weight > self.policy.capacity {
             let Some((_, old)) = self.entries.pop_lru() else {
@@ -512,10 +561,11 @@ impl ResponseCache {
             if generation + 1 < oldest_known {
                 return Inserted::default();
             }
+            let name = key.name();
             let stale = self
                 .invalidations
                 .iter()
-                .any(|(g, name)| *g > generation && name.zone_of(&key.name));
+                .any(|(g, covering)| *g > generation && covering.zone_of(&name));
             if stale {
                 return Inserted::default();
             }
@@ -533,7 +583,7 @@ impl ResponseCache {
     /// entries were dropped.
     pub fn invalidate(&mut self, name: &Name) -> usize {
         self.log_invalidation(name.clone());
-        self.remove_where(|key| name.zone_of(&key.name))
+        self.remove_where(|key| name.zone_of(&key.name()))
     }
 
     /// Drops every entry for which `stale` holds, logging `covering` as invalidated (so
@@ -565,12 +615,12 @@ impl ResponseCache {
             .map(|(key, _)| key.clone())
             .collect();
         for key in &keys {
-            self.remove(key);
+            self.remove(key.as_ref());
         }
         keys.len()
     }
 
-    fn remove(&mut self, key: &CacheKey) {
+    fn remove(&mut self, key: &[u8]) {
         if let Some(old) = self.entries.pop(key) {
             self.records -= old.weight;
         }

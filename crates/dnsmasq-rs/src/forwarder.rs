@@ -14,14 +14,14 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
-use kdns_net::{Handler, PoolError, Request, UpstreamPool};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use kdns_net::{Handler, PoolError, Request, UpstreamPool, WireQuery};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::bailiwick;
-use crate::cache::{CacheKey, CachePolicy, EncodedHit, ResponseCache};
+use crate::cache::{CacheKey, CachePolicy, ResponseCache, WireKey};
 use crate::chaos::{self, ChaosStats};
 use crate::config::NotifyPolicy;
 use crate::hosts::{Hosts, HostsAnswer};
@@ -144,7 +144,8 @@ impl Forwarder {
         let dropped = {
             let mut cache = lock(&self.inner.cache);
             let dropped = cache.invalidate_where(&changed, |key| {
-                old.route(key.name()).addrs() != routes.route(key.name()).addrs()
+                let name = key.name();
+                old.route(&name).addrs() != routes.route(&name).addrs()
             });
             // Swapped under the cache lock, so a fetch that inserts after this point either
             // sees the new table or the invalidation.
@@ -205,7 +206,7 @@ impl Forwarder {
     }
 
     fn drop_inflight(&self, covered: impl Fn(&Name) -> bool) {
-        lock(&self.inner.inflight).retain(|key, _| !covered(key.name()));
+        lock(&self.inner.inflight).retain(|key, _| !covered(&key.name()));
     }
 }
 
@@ -243,7 +244,7 @@ impl Inner {
             dropped
         };
         // New requests must not join a fetch that started before the change.
-        lock(&self.inflight).retain(|key, _| !name.zone_of(key.name()));
+        lock(&self.inflight).retain(|key, _| !name.zone_of(&key.name()));
         dropped
     }
 
@@ -418,17 +419,18 @@ impl Inner {
         }
         match result {
             Ok(mut answer) => {
-                let bailiwick = routes.domain_of(key.name());
-                let scrubbed = bailiwick::scrub(key.name(), &bailiwick, &mut answer.reply);
+                let qname = key.name();
+                let bailiwick = routes.domain_of(&qname);
+                let scrubbed = bailiwick::scrub(&qname, &bailiwick, &mut answer.reply);
                 if scrubbed > 0 {
-                    debug!(qname = %key.name(), %bailiwick, scrubbed, "dropped out-of-bailiwick records");
+                    debug!(%qname, %bailiwick, scrubbed, "dropped out-of-bailiwick records");
                     self.metrics.out_of_bailiwick(scrubbed);
                 }
                 let mut cache = lock(&self.cache);
                 // A table swapped while the query was out may send this name elsewhere now.
                 let current = self.routes.load();
                 let same_route = Arc::ptr_eq(&current, routes)
-                    || current.route(key.name()).addrs() == routes.route(key.name()).addrs();
+                    || current.route(&qname).addrs() == routes.route(&qname).addrs();
                 if same_route {
                     let inserted = cache.insert_unless_invalidated(
                         key.clone(),
@@ -483,38 +485,31 @@ impl Inner {
     }
 
     /// A cache hit answered in wire form, exactly as [`resolve`](Self::resolve) and
-    /// [`reply_from`](Self::reply_from) would answer it: `None` for anything that is not a plain
-    /// cache hit that fits in `limit` bytes, which then takes the ordinary path.
+    /// [`reply_from`](Self::reply_from) would answer the same query: `None` for anything that
+    /// is not a cache hit that fits in `limit` bytes, which then takes the ordinary path.
     ///
     /// What comes before the cache in `resolve` cannot hold for a cached name, apart from the
     /// hosts files (they may be reloaded with a cached name), so only those are consulted:
-    /// CHAOS is never class IN, loop probes are never cached, and [`Forwarder::set_routes`]
-    /// drops every cached name that a new table routes elsewhere, local-only domains included.
-    fn cache_hit_encoded(&self, request: &Request, limit: usize) -> Option<Vec<u8>> {
-        let message = &request.message;
-        let query = message.queries.first()?;
-        if message.metadata.op_code != OpCode::Query || query.query_class() != DNSClass::IN {
+    /// NOTIFY and CHAOS are never plain queries, loop probes are never cached, and
+    /// [`Forwarder::set_routes`] drops every cached name that a new table routes elsewhere,
+    /// local-only domains included.
+    fn cache_hit_encoded(&self, query: &WireQuery<'_>, limit: usize) -> Option<Vec<u8>> {
+        if self.hosts.load().mentions_wire(query.name) {
             return None;
         }
-        if matches!(
-            self.hosts.load().answer(query.name(), query.query_type()),
-            HostsAnswer::Records(_)
-        ) {
-            return None;
-        }
-        let key = CacheKey::for_request(message)?;
+        let key = WireKey::new(query);
         let mut reply = Vec::with_capacity(limit.min(512));
         let hit = lock(&self.cache).get_encoded(&key, Instant::now(), &mut reply)?;
-        let metadata = &message.metadata;
-        reply[..2].copy_from_slice(&metadata.id.to_be_bytes());
-        reply[2] |= u8::from(metadata.recursion_desired);
-        reply[3] |= u8::from(metadata.checking_disabled) << 4;
-        if let Some(edns) = self.reply_edns(message) {
+        reply[..2].copy_from_slice(&query.id.to_be_bytes());
+        reply[2] |= u8::from(query.recursion_desired);
+        reply[3] |= u8::from(query.checking_disabled) << 4;
+        if let Some(client) = query.edns {
             let additionals = u16::from_be_bytes([reply[10], reply[11]]).checked_add(1)?;
             reply[10..12].copy_from_slice(&additionals.to_be_bytes());
             // The OPT record goes last, after the cached additional records.
             let end = u32::try_from(reply.len()).ok()?;
-            edns.emit(&mut BinEncoder::with_offset(&mut reply, end))
+            self.edns(client.dnssec_ok)
+                .emit(&mut BinEncoder::with_offset(&mut reply, end))
                 .ok()?;
         }
         if reply.len() > limit {
@@ -522,8 +517,22 @@ impl Inner {
             return None;
         }
         self.metrics.hit();
-        self.metrics.request(query.query_type(), hit.rcode);
-        self.log_encoded(request, hit);
+        self.metrics.request(query.qtype, hit.rcode);
+        if self.settings.log_queries {
+            // A plain query's name always reads back.
+            let qname = Name::read(&mut BinDecoder::new(query.name))
+                .map(|name| name.to_string())
+                .unwrap_or_default();
+            let answers = usize::from(hit.answers);
+            log_query(
+                query.src.ip(),
+                qname,
+                query.qtype,
+                Source::Cache,
+                hit.rcode,
+                answers,
+            );
+        }
         Some(reply)
     }
 
@@ -540,12 +549,18 @@ impl Inner {
     }
 
     fn reply_edns(&self, request: &Message) -> Option<Edns> {
-        request.edns.as_ref().map(|client| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(self.settings.edns_packet_max);
-            edns.set_dnssec_ok(client.flags().dnssec_ok);
-            edns
-        })
+        request
+            .edns
+            .as_ref()
+            .map(|client| self.edns(client.flags().dnssec_ok))
+    }
+
+    /// The OPT record for replies: our UDP size, and the client's DO bit echoed.
+    fn edns(&self, dnssec_ok: bool) -> Edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(self.settings.edns_packet_max);
+        edns.set_dnssec_ok(dnssec_ok);
+        edns
     }
 
     /// RFC 1996 NOTIFY from kubedns: drop what is cached at and below the named owner, then
@@ -591,40 +606,38 @@ impl Inner {
 
     fn log(&self, request: &Request, source: Source, reply: &Message) {
         if self.settings.log_queries {
-            self.log_reply(
-                request,
-                source,
-                reply.metadata.response_code,
-                reply.answers.len(),
-            );
+            let (qname, qtype) = request
+                .message
+                .queries
+                .first()
+                .map_or((String::new(), RecordType::Unknown(0)), |q| {
+                    (q.name().to_string(), q.query_type())
+                });
+            let rcode = reply.metadata.response_code;
+            let answers = reply.answers.len();
+            log_query(request.src.ip(), qname, qtype, source, rcode, answers);
         }
     }
+}
 
-    fn log_encoded(&self, request: &Request, hit: EncodedHit) {
-        if self.settings.log_queries {
-            self.log_reply(request, Source::Cache, hit.rcode, usize::from(hit.answers));
-        }
-    }
-
-    fn log_reply(&self, request: &Request, source: Source, rcode: ResponseCode, answers: usize) {
-        let (qname, qtype) = request
-            .message
-            .queries
-            .first()
-            .map_or((String::new(), RecordType::Unknown(0)), |q| {
-                (q.name().to_string(), q.query_type())
-            });
-        let client: IpAddr = request.src.ip();
-        info!(
-            %client,
-            qname,
-            %qtype,
-            source = ?source,
-            rcode = %rcode,
-            answers,
-            "query"
-        );
-    }
+/// One `--log-queries` line.
+fn log_query(
+    client: IpAddr,
+    qname: String,
+    qtype: RecordType,
+    source: Source,
+    rcode: ResponseCode,
+    answers: usize,
+) {
+    info!(
+        %client,
+        qname,
+        %qtype,
+        source = ?source,
+        rcode = %rcode,
+        answers,
+        "query"
+    );
 }
 
 /// An error reply with the question echoed.
@@ -641,7 +654,7 @@ impl Handler for Forwarder {
         self.inner.clone().answer(request)
     }
 
-    fn handle_encoded(&self, request: &Request, limit: usize) -> Option<Vec<u8>> {
-        self.inner.cache_hit_encoded(request, limit)
+    fn handle_wire(&self, query: &WireQuery<'_>, limit: usize) -> Option<Vec<u8>> {
+        self.inner.cache_hit_encoded(query, limit)
     }
 }

@@ -1,13 +1,17 @@
 //! Answers from `/etc/hosts` and `--addn-hosts` files, as dnsmasq gives them: A and AAAA for the
 //! names, PTR for the addresses, TTL 0, authoritative.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use foldhash::quality::RandomState;
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use kdns_net::MAX_WIRE_NAME;
 use tracing::{debug, warn};
+
+use crate::cache::push_wire_name;
 
 /// The TTL of local answers (dnsmasq's `--local-ttl` default).
 const LOCAL_TTL: u32 = 0;
@@ -19,6 +23,8 @@ pub struct Hosts {
     by_name: HashMap<Name, Vec<IpAddr>>,
     /// Reverse name (`4.3.2.1.in-addr.arpa.`) → names, in file order.
     by_addr: HashMap<Name, Vec<Name>>,
+    /// Every key of both maps, lowercase in wire form, for [`Hosts::mentions_wire`].
+    wire_names: HashSet<Box<[u8]>, RandomState>,
 }
 
 /// What the hosts files say about a question.
@@ -74,7 +80,14 @@ impl Hosts {
                 if !addrs.contains(&ip) {
                     addrs.push(ip);
                 }
-                let names = self.by_addr.entry(Name::from(ip)).or_default();
+                let reverse = Name::from(ip);
+                for key in [&name, &reverse] {
+                    let mut wire = Vec::new();
+                    push_wire_name(key, &mut wire);
+                    wire.make_ascii_lowercase();
+                    self.wire_names.insert(wire.into_boxed_slice());
+                }
+                let names = self.by_addr.entry(reverse).or_default();
                 if !names.contains(&name) {
                     names.push(name);
                 }
@@ -85,6 +98,23 @@ impl Hosts {
     /// Whether no name is known.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// Whether the files mention `name` (in wire form, any case) as a host name or as an
+    /// address's reverse name: whenever [`answer`](Self::answer) has records for a name, this
+    /// holds. Allocates nothing.
+    pub fn mentions_wire(&self, name: &[u8]) -> bool {
+        if self.wire_names.is_empty() {
+            return false;
+        }
+        let mut lower = [0; MAX_WIRE_NAME];
+        let Some(lower) = lower.get_mut(..name.len()) else {
+            return false;
+        };
+        lower.copy_from_slice(name);
+        // Length octets are at most 63, below b'A', so only label bytes change.
+        lower.make_ascii_lowercase();
+        self.wire_names.contains(&*lower)
     }
 
     /// The answer to `qname`/`qtype` (class IN): A and AAAA for known names, PTR for known
@@ -178,6 +208,33 @@ bogus line
                 "7.1.244.10.in-addr.arpa. 0 IN PTR web-0.",
             ],
         );
+    }
+
+    #[test]
+    fn names_and_reverse_names_are_mentioned_in_any_case_in_wire_form() {
+        let hosts = Hosts::parse(HOSTS);
+        let wire = |s: &str| {
+            let mut bytes = Vec::new();
+            push_wire_name(&name(s), &mut bytes);
+            bytes
+        };
+        for mentioned in [
+            "localhost.",
+            "LocalHost.",
+            "WEB-0.",
+            "7.1.244.10.in-addr.arpa.",
+        ] {
+            assert!(hosts.mentions_wire(&wire(mentioned)), "{mentioned}");
+        }
+        for unknown in [
+            "web-1.",
+            "www.example.com.",
+            "8.1.244.10.in-addr.arpa.",
+            ".",
+        ] {
+            assert!(!hosts.mentions_wire(&wire(unknown)), "{unknown}");
+        }
+        assert!(!Hosts::default().mentions_wire(&wire("localhost.")));
     }
 
     #[test]

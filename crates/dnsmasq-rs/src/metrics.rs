@@ -4,7 +4,7 @@
 //! disagree.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -45,6 +45,9 @@ pub struct Metrics(Arc<Inner>);
 struct Inner {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// The `requests` series once looked up, by label: the family's own lookup hashes the
+    /// labels and takes a lock on every request.
+    request_series: [[OnceLock<Counter>; RCODE_LABELS.len()]; QTYPE_LABELS.len()],
     hits: Counter,
     misses: Counter,
     insertions: Counter,
@@ -173,6 +176,7 @@ impl Metrics {
         Self(Arc::new(Inner {
             registry,
             requests,
+            request_series: Default::default(),
             hits,
             misses,
             insertions,
@@ -201,11 +205,14 @@ impl Metrics {
 
     /// One request answered.
     pub fn request(&self, qtype: RecordType, rcode: ResponseCode) {
-        self.0
-            .requests
-            .get_or_create(&RequestLabels {
-                qtype: qtype_label(qtype),
-                rcode: rcode_label(rcode),
+        let (qtype, rcode) = (qtype_index(qtype), rcode_index(rcode));
+        self.0.request_series[qtype][rcode]
+            .get_or_init(|| {
+                let labels = RequestLabels {
+                    qtype: QTYPE_LABELS[qtype],
+                    rcode: RCODE_LABELS[rcode],
+                };
+                self.0.requests.get_or_create(&labels).clone()
             })
             .inc();
     }
@@ -314,32 +321,42 @@ impl Metrics {
     }
 }
 
-fn qtype_label(qtype: RecordType) -> &'static str {
+const QTYPE_LABELS: [&str; 13] = [
+    "A", "AAAA", "CNAME", "SRV", "PTR", "TXT", "MX", "NS", "SOA", "ANY", "HTTPS", "SVCB", "other",
+];
+
+/// The index of `qtype`'s label in [`QTYPE_LABELS`].
+fn qtype_index(qtype: RecordType) -> usize {
     match qtype {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::CNAME => "CNAME",
-        RecordType::SRV => "SRV",
-        RecordType::PTR => "PTR",
-        RecordType::TXT => "TXT",
-        RecordType::MX => "MX",
-        RecordType::NS => "NS",
-        RecordType::SOA => "SOA",
-        RecordType::ANY => "ANY",
-        RecordType::HTTPS => "HTTPS",
-        RecordType::SVCB => "SVCB",
-        _ => "other",
+        RecordType::A => 0,
+        RecordType::AAAA => 1,
+        RecordType::CNAME => 2,
+        RecordType::SRV => 3,
+        RecordType::PTR => 4,
+        RecordType::TXT => 5,
+        RecordType::MX => 6,
+        RecordType::NS => 7,
+        RecordType::SOA => 8,
+        RecordType::ANY => 9,
+        RecordType::HTTPS => 10,
+        RecordType::SVCB => 11,
+        _ => 12,
     }
 }
 
-fn rcode_label(rcode: ResponseCode) -> &'static str {
+const RCODE_LABELS: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other",
+];
+
+/// The index of `rcode`'s label in [`RCODE_LABELS`].
+fn rcode_index(rcode: ResponseCode) -> usize {
     match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        _ => "other",
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        _ => 6,
     }
 }

@@ -4,6 +4,7 @@
 //! only accepted when they come from the queried address and carry the query's ID and question,
 //! which is what stands between a forwarder's cache and an off-path spoofer.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -102,29 +103,45 @@ pub async fn exchange_udp(
         .await
         .map_err(|_| timed_out(0))??;
 
-    // Large enough for any datagram, so an oversized reply is not silently cut by the kernel;
-    // received into spare capacity, so the 64 KiB are neither zeroed nor touched beyond the
-    // reply (zeroing them was a visible share of a forwarded query's CPU).
-    let mut buf = Vec::with_capacity(usize::from(u16::MAX));
     let mut ignored = 0;
     loop {
-        buf.clear();
-        let (len, from) = tokio::time::timeout_at(deadline, socket.recv_buf_from(&mut buf))
+        tokio::time::timeout_at(deadline, socket.readable())
             .await
             .map_err(|_| timed_out(ignored))??;
+        let (from, reply) = match recv_reply(&socket) {
+            Ok(received) => received,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error.into()),
+        };
         if from != server {
             debug!(%from, %server, "ignored datagram from unexpected address");
             ignored += 1;
             continue;
         }
-        match buf.get(..len).map(Message::from_vec) {
-            Some(Ok(reply)) if is_reply_to(query, &reply) => return Ok(reply),
+        match reply {
+            Ok(reply) if is_reply_to(query, &reply) => return Ok(reply),
             _ => {
                 debug!(%server, "ignored datagram that does not answer the query");
                 ignored += 1;
             }
         }
     }
+}
+
+/// Receives one datagram from `socket` and decodes it, without blocking.
+///
+/// The datagram lands in a buffer kept per thread, large enough for any datagram so an
+/// oversized reply is not silently cut by the kernel: allocating 64 KiB per query made the
+/// allocator grow and trim the heap over and over, a visible share of a forwarded query's CPU.
+fn recv_reply(socket: &UdpSocket) -> io::Result<(SocketAddr, Result<Message, DecodeError>)> {
+    thread_local! {
+        static BUFFER: RefCell<Box<[u8]>> =
+            RefCell::new(vec![0; usize::from(u16::MAX)].into_boxed_slice());
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        let (len, from) = socket.try_recv_from(buffer)?;
+        Ok((from, Message::from_vec(&buffer[..len])))
+    })
 }
 
 /// Sends `query` over a new TCP connection and reads one framed reply, all within `timeout`.

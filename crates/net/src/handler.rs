@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use hickory_proto::op::Message;
 
+use crate::WireQuery;
+
 /// The transport a request arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -35,15 +37,18 @@ pub trait Handler: Send + Sync + 'static {
     /// Builds the response to `request`.
     fn handle(&self, request: Request) -> impl Future<Output = Message> + Send;
 
-    /// The response to `request` already in wire form, for answers kept encoded (a cache), so
-    /// that no [`Message`] is built or encoded. `limit` is the most bytes the transport takes.
+    /// The response to a query of the common shape, already in wire form, for answers kept
+    /// encoded (a cache): the server tries this before decoding the request into a
+    /// [`Message`], so a hit costs neither a decode nor an encode. `limit` is the most bytes
+    /// the transport takes.
     ///
     /// The bytes are sent as they are, so they must be what [`handle`](Self::handle) would have
-    /// produced after fitting: the request's ID and question, and an OPT record exactly when
-    /// the request had one. `None`, the default, has [`handle`](Self::handle) called instead;
-    /// return it too when the answer would not fit, so the server can truncate it.
-    fn handle_encoded(&self, request: &Request, limit: usize) -> Option<Vec<u8>> {
-        let _ = (request, limit);
+    /// produced for the same request after fitting: the request's ID and question, and an OPT
+    /// record exactly when the request had one. `None`, the default, has the request decoded
+    /// and [`handle`](Self::handle) called; return it too when the answer would not fit, so the
+    /// server can truncate it.
+    fn handle_wire(&self, query: &WireQuery<'_>, limit: usize) -> Option<Vec<u8>> {
+        let _ = (query, limit);
         None
     }
 }

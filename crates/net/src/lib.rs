@@ -25,6 +25,9 @@
 //! | EDNS version above 0                                | BADVERS, with OPT                |
 //! | anything else (any class; trailing bytes ignored)   | the handler                      |
 //!
+//! A plain query (one class IN question, no compression, at most a bare OPT) is first offered
+//! to [`Handler::handle_wire`] straight from its bytes; it is decoded only when that declines.
+//!
 //! Responses to EDNS requests always carry an OPT; responses to plain requests never do.
 
 mod batch;
@@ -43,3 +46,4 @@ pub use server::{
 pub use upstream::{
     Answer, Attempt, Exchanger, HandlerExchanger, PoolError, Upstream, UpstreamPool,
 };
+pub use wire::{MAX_WIRE_NAME, WireEdns, WireQuery};

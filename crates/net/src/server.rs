@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::batch::{self, RecvBatch};
-use crate::wire::{self, Fitted, Fitting, Verdict};
+use crate::wire::{self, Fitted, Fitting, Verdict, WireQuery};
 use crate::{Handler, Protocol, Request};
 
 /// Largest datagram accepted. A datagram that fills the buffer plus one spare byte was cut by
@@ -310,15 +310,33 @@ impl<H: Handler> Server<H> {
         fitted.map(Fitted::into_bytes)
     }
 
-    /// The handler's response to `request`, fitted: its encoded answer when it has one that
-    /// fits, otherwise its message.
-    async fn respond(&self, request: Request, mut fitting: Fitting) -> Option<Vec<u8>> {
-        if let Some(reply) = self.handler.handle_encoded(&request, fitting.limit()) {
+    /// The handler's encoded answer to a plain query, when it has one, counted as a request.
+    fn answer_wire(&self, query: &WireQuery<'_>) -> Option<Vec<u8>> {
+        let limit = query.limit(self.config.max_udp_payload);
+        let reply = self.handler.handle_wire(query, limit)?;
+        ServerStats::bump(match query.protocol {
+            Protocol::Udp => &self.stats().udp_requests,
+            Protocol::Tcp => &self.stats().tcp_requests,
+        });
+        Some(reply)
+    }
+
+    /// The reply to one message when no response limiter is involved: the handler's encoded
+    /// answer, or else vetting, the handler and fitting. `None` when nothing goes back.
+    async fn reply(&self, bytes: &[u8], src: SocketAddr, protocol: Protocol) -> Option<Vec<u8>> {
+        if let Some(query) = WireQuery::read(bytes, src, protocol)
+            && let Some(reply) = self.answer_wire(&query)
+        {
             return Some(reply);
         }
-        fitting.keep_question(&request.message);
-        let message = self.handler.handle(request).await;
-        self.fit(&fitting, message)
+        match self.next(bytes, src, protocol) {
+            Next::Nothing => None,
+            Next::Send(reply) => Some(reply),
+            Next::Handle(request, fitting) => {
+                let message = self.handler.handle(request).await;
+                self.fit(&fitting, message)
+            }
+        }
     }
 
     async fn udp_loop(self: Arc<Self>, socket: Arc<UdpSocket>) {
@@ -365,18 +383,28 @@ impl<H: Handler> Server<H> {
         bytes: &[u8],
         src: SocketAddr,
     ) -> Option<Vec<u8>> {
+        // The limiter is asked once per request that gets a reply, which a plain query does.
+        let mut verdict = None;
+        if let Some(query) = WireQuery::read(bytes, src, Protocol::Udp) {
+            let limit = self.limit(src);
+            if limit == Limit::Answer
+                && let Some(reply) = self.answer_wire(&query)
+            {
+                return Some(reply);
+            }
+            verdict = Some(limit);
+        }
+        let limit = || verdict.unwrap_or_else(|| self.limit(src));
         match self.next(bytes, src, Protocol::Udp) {
             Next::Nothing => None,
-            Next::Send(reply) => match self.limit(src) {
+            Next::Send(reply) => match limit() {
                 // An error reply is as small as a truncated one: slipping sends it.
                 Limit::Answer | Limit::Slip => Some(reply),
                 Limit::Drop => None,
             },
-            Next::Handle(request, fitting) => match self.limit(src) {
+            Next::Handle(request, fitting) => match limit() {
                 Limit::Answer => self.handle_datagram(socket, request, fitting),
                 Limit::Slip => {
-                    let mut fitting = fitting;
-                    fitting.keep_question(&request.message);
                     let mut reply = Message::response(
                         request.message.metadata.id,
                         request.message.metadata.op_code,
@@ -412,13 +440,9 @@ impl<H: Handler> Server<H> {
         self: &Arc<Self>,
         socket: &Arc<UdpSocket>,
         request: Request,
-        mut fitting: Fitting,
+        fitting: Fitting,
     ) -> Option<Vec<u8>> {
         let src = request.src;
-        if let Some(reply) = self.handler.handle_encoded(&request, fitting.limit()) {
-            return Some(reply);
-        }
-        fitting.keep_question(&request.message);
         let handler = self.handler.clone();
         let mut response: BoxedResponse = Box::pin(async move { handler.handle(request).await });
         // A no-op waker is fine: if the future is pending, the spawned task polls it again with
@@ -526,14 +550,9 @@ impl<H: Handler> Server<H> {
             if let Some(slot) = slot {
                 slot.touch();
             }
-            let reply = match self.next(&bytes, peer, Protocol::Tcp) {
-                // A stream that carries junk is not worth keeping.
-                Next::Nothing => return,
-                Next::Send(reply) => reply,
-                Next::Handle(request, fitting) => match self.respond(request, fitting).await {
-                    Some(reply) => reply,
-                    None => return,
-                },
+            // A stream that carries junk is not worth keeping.
+            let Some(reply) = self.reply(&bytes, peer, Protocol::Tcp).await else {
+                return;
             };
             let Some(framed) = wire::frame(&reply) else {
                 return;
@@ -570,11 +589,7 @@ pub async fn answer_message<H: Handler>(
         ServerStats::bump(&server.stats().dropped);
         return None;
     }
-    match server.next(bytes, src, protocol) {
-        Next::Nothing => None,
-        Next::Send(reply) => Some(reply),
-        Next::Handle(request, fitting) => server.respond(request, fitting).await,
-    }
+    server.reply(bytes, src, protocol).await
 }
 
 /// Runs [`serve`]'s TCP connection handling on any byte stream until the peer closes it,

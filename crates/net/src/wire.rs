@@ -4,10 +4,12 @@
 //! input rules can be tested (and fuzzed) without a server.
 
 use std::io;
+use std::net::SocketAddr;
 
 use hickory_proto::op::{
     Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
+use hickory_proto::rr::{DNSClass, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -98,6 +100,134 @@ pub(crate) fn vet(bytes: &[u8], max_udp_payload: u16) -> Verdict {
     Verdict::Handle(message)
 }
 
+/// A query in the shape nearly every client sends, read from its bytes without building a
+/// [`Message`]: QR clear, opcode QUERY, one question of class IN with an uncompressed name, no
+/// answer or authority records, and at most one additional record, an EDNS version 0 OPT with
+/// the root as owner and no options. Handlers that keep answers encoded look them up from
+/// this; see [`Handler::handle_wire`](crate::Handler::handle_wire).
+///
+/// Whatever [`WireQuery::read`] accepts, [`vet`] accepts too and hands over with the same
+/// fields; everything else (another opcode or class, compression, EDNS options, more records)
+/// is read by the full decoder instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireQuery<'a> {
+    /// The request's ID.
+    pub id: u16,
+    /// The RD bit.
+    pub recursion_desired: bool,
+    /// The CD bit.
+    pub checking_disabled: bool,
+    /// The question's name in wire form (length-prefixed labels, then the root's zero octet),
+    /// as the client spelled it.
+    pub name: &'a [u8],
+    /// The question's type.
+    pub qtype: RecordType,
+    /// The client's OPT record; `None` for a plain request.
+    pub edns: Option<WireEdns>,
+    /// Where it came from.
+    pub src: SocketAddr,
+    /// How it came.
+    pub protocol: Protocol,
+}
+
+/// What a [`WireQuery`]'s OPT record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireEdns {
+    /// The UDP payload size the client advertised, as sent (below 512 counts as 512).
+    pub max_payload: u16,
+    /// The DO bit.
+    pub dnssec_ok: bool,
+}
+
+/// The longest name in wire form (RFC 1035 section 3.1), root octet included.
+pub const MAX_WIRE_NAME: usize = 255;
+
+const QR_AND_OPCODE: u16 = 0xF800;
+const RD: u16 = 0x0100;
+const CD: u16 = 0x0010;
+const DO: u32 = 0x8000;
+const OPT_TYPE: u16 = 41;
+
+impl<'a> WireQuery<'a> {
+    /// Reads `bytes` if they hold a query of the common shape; `None` otherwise, which says
+    /// nothing about whether they are valid.
+    pub fn read(bytes: &'a [u8], src: SocketAddr, protocol: Protocol) -> Option<Self> {
+        let word = |at: usize| Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+        let flags = word(2)?;
+        let additionals = word(10)?;
+        if flags & QR_AND_OPCODE != 0
+            || word(4)? != 1
+            || word(6)? != 0
+            || word(8)? != 0
+            || additionals > 1
+        {
+            return None;
+        }
+        let name_end = HEADER_LEN + wire_name_len(bytes.get(HEADER_LEN..)?)?;
+        if word(name_end + 2)? != u16::from(DNSClass::IN) {
+            return None;
+        }
+        let edns = match additionals {
+            0 => None,
+            _ => Some(read_bare_opt(bytes.get(name_end + 4..)?)?),
+        };
+        Some(Self {
+            id: word(0)?,
+            recursion_desired: flags & RD != 0,
+            checking_disabled: flags & CD != 0,
+            name: &bytes[HEADER_LEN..name_end],
+            qtype: RecordType::from(word(name_end)?),
+            edns,
+            src,
+            protocol,
+        })
+    }
+
+    /// The most bytes a response may take on this query's transport (see [`udp_limit`]).
+    pub(crate) fn limit(&self, max_udp_payload: u16) -> usize {
+        match self.protocol {
+            Protocol::Udp => udp_limit_for(self.edns.map(|edns| edns.max_payload), max_udp_payload),
+            Protocol::Tcp => usize::from(u16::MAX),
+        }
+    }
+}
+
+/// The length of the uncompressed name `bytes` start with, root octet included: labels of 1
+/// to 63 octets and [`MAX_WIRE_NAME`] octets in all. `None` for a compression pointer, another
+/// label type, a name too long, or one cut short.
+fn wire_name_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let len = usize::from(*bytes.get(at)?);
+        at += 1;
+        if len == 0 {
+            return Some(at);
+        }
+        // 64 and above are pointers and extended label types.
+        if len > 63 || at + len >= MAX_WIRE_NAME {
+            return None;
+        }
+        at += len;
+    }
+}
+
+/// An OPT record at the start of `bytes` with the root as owner, EDNS version 0 and no options.
+fn read_bare_opt(bytes: &[u8]) -> Option<WireEdns> {
+    let fixed: &[u8; 11] = bytes.get(..11)?.try_into().ok()?;
+    let [0, type_hi, type_lo, size_hi, size_lo, ttl @ .., 0, 0] = *fixed else {
+        return None;
+    };
+    let ttl = u32::from_be_bytes(ttl);
+    // The TTL holds the extended rcode, the version (second octet) and the flags.
+    if u16::from_be_bytes([type_hi, type_lo]) != OPT_TYPE || ttl & 0x00FF_0000 != 0 {
+        return None;
+    }
+    Some(WireEdns {
+        max_payload: u16::from_be_bytes([size_hi, size_lo]),
+        dnssec_ok: ttl & DO != 0,
+    })
+}
+
 /// An error reply with no question section: the body was not trusted.
 fn reject(request: &Metadata, code: ResponseCode) -> Message {
     let mut reply = Message::response(request.id, request.op_code);
@@ -157,7 +287,8 @@ pub(crate) struct Fitting {
 }
 
 impl Fitting {
-    /// Records what `request` allows: its transport, and on UDP its payload size.
+    /// Records what `request` allows: its transport, and on UDP its payload size; and its
+    /// question, for a SERVFAIL in place of an unencodable response.
     pub(crate) fn new(request: &Message, protocol: Protocol, max_udp_payload: u16) -> Self {
         Self {
             protocol,
@@ -165,22 +296,7 @@ impl Fitting {
             had_edns: request.edns.is_some(),
             udp_limit: udp_limit(request, max_udp_payload),
             metadata: request.metadata,
-            queries: Vec::new(),
-        }
-    }
-
-    /// Keeps `request`'s question for a SERVFAIL in place of an unencodable response. Called
-    /// only when the request goes to the handler's `handle`, so an answer that needs no
-    /// fitting (an encoded cache hit) does not pay for the copy.
-    pub(crate) fn keep_question(&mut self, request: &Message) {
-        self.queries.clone_from(&request.queries);
-    }
-
-    /// The most bytes a response may take on this request's transport.
-    pub(crate) fn limit(&self) -> usize {
-        match self.protocol {
-            Protocol::Udp => self.udp_limit,
-            Protocol::Tcp => usize::from(u16::MAX),
+            queries: request.queries.clone(),
         }
     }
 
@@ -216,10 +332,18 @@ impl Fitting {
 /// The largest UDP response `request` may receive: 512 without EDNS, otherwise the client's
 /// advertised size (RFC 6891: values below 512 mean 512) capped by our own limit.
 pub(crate) fn udp_limit(request: &Message, max_udp_payload: u16) -> usize {
-    match &request.edns {
+    udp_limit_for(
+        request.edns.as_ref().map(Edns::max_payload),
+        max_udp_payload,
+    )
+}
+
+/// [`udp_limit`] from the client's advertised size, `None` without EDNS.
+fn udp_limit_for(client_payload: Option<u16>, max_udp_payload: u16) -> usize {
+    match client_payload {
         None => PLAIN_UDP_LIMIT,
-        Some(edns) => {
-            let client = usize::from(edns.max_payload()).max(PLAIN_UDP_LIMIT);
+        Some(size) => {
+            let client = usize::from(size).max(PLAIN_UDP_LIMIT);
             client.min(usize::from(max_udp_payload).max(PLAIN_UDP_LIMIT))
         }
     }
@@ -468,8 +592,7 @@ mod tests {
     #[test]
     fn tcp_sends_everything_up_to_64k_and_servfail_beyond() {
         let request = query(None);
-        let mut fitting = Fitting::new(&request, Protocol::Tcp, 4096);
-        fitting.keep_question(&request);
+        let fitting = Fitting::new(&request, Protocol::Tcp, 4096);
         let (message, _, truncated) = decoded(fitting.fit(response(&request, 200, 5)));
         assert!(!truncated);
         assert_eq!(message.answers.len(), 200);
@@ -482,6 +605,143 @@ mod tests {
         assert_eq!(message.metadata.response_code, ResponseCode::ServFail);
         assert_eq!(message.queries, request.queries);
         assert!(message.answers.is_empty());
+    }
+
+    const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5300);
+
+    /// Whether `query` carries exactly what `vet` hands the handler for the same bytes.
+    fn agrees_with_vet(query: &WireQuery<'_>, bytes: &[u8]) -> bool {
+        let Verdict::Handle(message) = vet(bytes, 4096) else {
+            return false;
+        };
+        let question = &message.queries[0];
+        let name = Name::read(&mut BinDecoder::new(query.name)).expect("a name");
+        query.id == message.metadata.id
+            && query.recursion_desired == message.metadata.recursion_desired
+            && query.checking_disabled == message.metadata.checking_disabled
+            && name.eq_case(question.name())
+            && query.qtype == question.query_type()
+            && question.query_class() == DNSClass::IN
+            && query.edns.map(|e| e.dnssec_ok) == message.edns.as_ref().map(|e| e.flags().dnssec_ok)
+            && query.limit(4096) == udp_limit(&message, 4096)
+    }
+
+    fn plain_query(name: &str, edns: Option<(u16, bool)>) -> Message {
+        let mut message = Message::query();
+        message.metadata.id = 0x1234;
+        message.metadata.recursion_desired = true;
+        message.add_query(Query::query(
+            Name::from_ascii(name).expect("name"),
+            RecordType::AAAA,
+        ));
+        message.edns = edns.map(|(size, dnssec_ok)| {
+            let mut edns = server_edns(size);
+            edns.set_dnssec_ok(dnssec_ok);
+            edns
+        });
+        message
+    }
+
+    #[test]
+    fn plain_queries_are_read_from_their_bytes_as_vetting_reads_them() {
+        for edns in [
+            None,
+            Some((1232, false)),
+            Some((100, true)),
+            Some((8192, true)),
+        ] {
+            for name in ["WwW.Example.COM.", ".", "a.b.c.d.e.f.g."] {
+                let mut message = plain_query(name, edns);
+                message.metadata.checking_disabled = edns.is_some();
+                let bytes = message.to_vec().expect("encodes");
+                let query = WireQuery::read(&bytes, CLIENT, Protocol::Udp).expect("plain");
+                assert!(agrees_with_vet(&query, &bytes), "{name} {edns:?}");
+                // As sent, though the encoder raised 100 to 512.
+                assert_eq!(
+                    query.edns.map(|e| e.max_payload),
+                    edns.map(|(size, _)| size.max(512))
+                );
+            }
+        }
+        // The longest name there is: 255 octets in wire form.
+        let longest = format!("{0}.{0}.{0}.{1}.", "x".repeat(63), "x".repeat(61));
+        let bytes = plain_query(&longest, None).to_vec().expect("encodes");
+        let query = WireQuery::read(&bytes, CLIENT, Protocol::Udp).expect("plain");
+        assert_eq!(query.name.len(), MAX_WIRE_NAME);
+        assert!(agrees_with_vet(&query, &bytes));
+    }
+
+    #[test]
+    fn anything_but_a_plain_query_is_left_to_the_decoder() {
+        let plain = plain_query("www.example.", Some((1232, false)))
+            .to_vec()
+            .expect("encodes");
+        let not_plain = |bytes: &[u8]| WireQuery::read(bytes, CLIENT, Protocol::Udp).is_none();
+        assert!(!not_plain(&plain));
+        let edited = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut bytes = plain.clone();
+            edit(&mut bytes);
+            bytes
+        };
+        let question_end = plain.len() - 11;
+        let cases: [(&str, Vec<u8>); 11] = [
+            ("a response", edited(&|b| b[2] |= 0x80)),
+            ("NOTIFY", edited(&|b| b[2] |= 4 << 3)),
+            ("two questions", edited(&|b| b[5] = 2)),
+            ("an answer record", edited(&|b| b[7] = 1)),
+            ("two additional records", edited(&|b| b[11] = 2)),
+            ("class CH", edited(&|b| b[question_end - 1] = 3)),
+            ("EDNS version 1", edited(&|b| b[question_end + 6] = 1)),
+            ("an OPT owned by a name", edited(&|b| b[question_end] = 1)),
+            (
+                "EDNS options",
+                edited(&|b| {
+                    b.splice(plain.len() - 2.., [0, 4, 0, 10, 0, 0])
+                        .for_each(drop)
+                }),
+            ),
+            (
+                "a pointer in the name",
+                edited(&|b| b.splice(12..12, [0xC0, 12]).for_each(drop)),
+            ),
+            ("a name cut short", plain[..16].to_vec()),
+        ];
+        for (what, bytes) in cases {
+            assert!(not_plain(&bytes), "{what}");
+        }
+        // One octet over the longest name (the encoder refuses to write it).
+        let mut bytes = plain_query("x.", None).to_vec().expect("encodes");
+        let label = |len: u8| std::iter::once(len).chain(std::iter::repeat_n(b'x', len.into()));
+        let long = label(63).chain(label(63)).chain(label(63)).chain(label(62));
+        bytes.splice(12..14, long.chain([0]));
+        assert!(not_plain(&bytes));
+        assert!(matches!(vet(&bytes, 4096), Verdict::Reject(_)));
+    }
+
+    #[test]
+    fn whatever_is_read_as_a_plain_query_vets_to_the_same_request() {
+        let mut rng = StdRng::seed_from_u64(0x7769_7265);
+        let seeds = [
+            plain_query("www.example.", None),
+            plain_query("WWW.example.", Some((1232, true))),
+        ];
+        let mut read = 0;
+        for _ in 0..50_000 {
+            let mut bytes = seeds[rng.random_range(0..seeds.len())]
+                .to_vec()
+                .expect("encodes");
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..bytes.len());
+                bytes[at] = rng.random();
+            }
+            bytes.truncate(rng.random_range(HEADER_LEN..=bytes.len() + 1));
+            if let Some(query) = WireQuery::read(&bytes, CLIENT, Protocol::Udp) {
+                read += 1;
+                assert!(agrees_with_vet(&query, &bytes), "{bytes:02x?}");
+            }
+        }
+        // The mutations must leave enough plain queries for the comparison to mean something.
+        assert!(read > 1_000, "only {read} mutated queries were plain");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dnsmasq_rs::Forwarder;
 use hickory_proto::op::{Edns, Message};
 use hickory_proto::rr::RecordType;
-use kdns_net::{Handler, Protocol, Request, ServerConfig};
+use kdns_net::{Handler, Protocol, Request, ServerConfig, WireQuery};
 use test_support::timeout_after;
 
 use crate::support::{Dnsmasq, FakeUpstream, GUARD, config};
@@ -89,17 +89,13 @@ async fn encoded_cache_hits_match_the_ordinary_reply_byte_for_byte() {
         // The first answer fills the cache.
         timeout_after(GUARD, answer(ordinary.clone(), &bytes, Protocol::Udp)).await;
         for protocol in [Protocol::Udp, Protocol::Tcp] {
-            let request = Request {
-                message: message.clone(),
-                src: CLIENT,
-                protocol,
-            };
+            let query = WireQuery::read(&bytes, CLIENT, protocol).expect("a plain query");
             let limit = match (protocol, edns) {
                 (Protocol::Tcp, _) => usize::from(u16::MAX),
                 (Protocol::Udp, None) => 512,
                 (Protocol::Udp, Some((size, _))) => usize::from(size),
             };
-            let direct = forwarder.handle_encoded(&request, limit);
+            let direct = forwarder.handle_wire(&query, limit);
             let fits = !(name.starts_with("big") && edns.is_none() && protocol == Protocol::Udp);
             assert_eq!(
                 direct.is_some(),

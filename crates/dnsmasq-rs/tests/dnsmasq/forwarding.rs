@@ -70,8 +70,7 @@ async fn a_repeated_query_is_answered_from_the_cache_with_aa_clear_and_the_quest
 async fn negative_answers_are_cached_unless_no_negcache() {
     let upstream = FakeUpstream::start([192, 0, 2, 1]).await;
     let dnsmasq = Dnsmasq::start(config(&[upstream.server()])).await;
-    for _ in 0..2 {
-        let reply = timeout_after(GUARD, dnsmasq.ask("nx.example.com.", RecordType::A)).await;
+    for reply in dnsmasq.ask_twice("nx.example.com.", RecordType::A).await {
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(reply.authorities.len(), 1);
     }
@@ -297,6 +296,31 @@ async fn names_in_hosts_files_are_answered_locally_with_ttl_zero() {
         ],
     );
     assert!(upstream.asked().is_empty());
+}
+
+#[tokio::test]
+async fn a_cached_name_that_the_hosts_files_take_up_is_answered_from_them() {
+    let upstream = FakeUpstream::start([192, 0, 2, 1]).await;
+    let dnsmasq = Dnsmasq::start(config(&[upstream.server()])).await;
+    for reply in dnsmasq.ask_twice("db.internal.", RecordType::A).await {
+        assert_eq!(addresses(&reply), [Ipv4Addr::new(192, 0, 2, 1)]);
+    }
+    assert_eq!(
+        upstream.count("db.internal."),
+        1,
+        "the second answer is a cache hit"
+    );
+
+    let forwarder = &dnsmasq.running.forwarder;
+    forwarder.set_hosts(dnsmasq_rs::hosts::Hosts::parse("10.1.2.3 DB.Internal\n"));
+    for name in ["db.internal.", "dB.iNTERNAL."] {
+        let reply = timeout_after(GUARD, dnsmasq.ask(name, RecordType::A)).await;
+        assert_eq!(addresses(&reply), [Ipv4Addr::new(10, 1, 2, 3)], "{name}");
+        assert!(reply.metadata.authoritative, "{name}");
+    }
+    // A type the hosts files do not answer is still served from the cache.
+    dnsmasq.ask_twice("db.internal.", RecordType::TXT).await;
+    assert_eq!(upstream.count("db.internal."), 2);
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use kdns_net::{Handler, Protocol, Request};
+use test_support::timeout_after;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -248,6 +249,13 @@ impl Dnsmasq {
 
     pub async fn ask(&self, name: &str, rtype: RecordType) -> Message {
         ask(self.addr, name, rtype).await
+    }
+
+    /// Asks `name` twice over UDP, one after the other, within [`GUARD`] each: the second
+    /// answer is a cache hit when the first was cacheable.
+    pub async fn ask_twice(&self, name: &str, rtype: RecordType) -> [Message; 2] {
+        let first = timeout_after(GUARD, self.ask(name, rtype)).await;
+        [first, timeout_after(GUARD, self.ask(name, rtype)).await]
     }
 }
 
