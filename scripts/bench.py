@@ -57,6 +57,8 @@ NOISY_CORES = 0.15
 # Low enough for every design to keep up, so the percentiles are service times rather than
 # queueing.
 LATENCY_RATE = 5000
+# Cached answers for the cache-memory part: dnsmasq's `--cache-size` the bench uses elsewhere.
+CACHE_FILL = 10000
 
 DESIGN_TITLES = {
     "pod": "pod (dnsmasq-rs → kubedns)",
@@ -192,6 +194,18 @@ def dns_answers(port, name, qtype="A", timeout=0.3):
                     return summary
         except OSError:
             return None
+
+
+def chaos_number(port, name):
+    """The number a CHAOS TXT statistic (`insertions.bind`) holds, asked with dig; None if dig
+    is missing or the answer is not one number."""
+    try:
+        out = subprocess.run(["dig", "+short", "+time=1", "+tries=2", "-p", str(port), "@127.0.0.1",
+                              "CH", "TXT", name], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.strip().strip('"')
+    return int(text) if text.isdigit() else None
 
 
 def wait_for(what, condition, procs_to_watch, procs, limit=120):
@@ -622,6 +636,39 @@ class Bench:
             self.procs.stop(api.proc)
         self.results["cache"] = result
 
+    def cache_memory(self):
+        """RSS of dnsmasq-rs and Debian's dnsmasq, each alone with --cache-size=10000, empty and
+        after 10,000 distinct names (one A record each) were asked once through it."""
+        upstream = start_upstream(self.procs, self.bins, "example.com.")
+        fill = self.queries.custom("cache-fill", [f"fill-{i}.example.com A" for i in range(CACHE_FILL)])
+        common = ["-k", f"--cache-size={CACHE_FILL}", "--no-resolv", f"--server=127.0.0.1#{upstream}",
+                  "--listen-address=127.0.0.1", "--no-hosts"]
+        servers = {"dnsmasq-rs": [f"{self.bins}/dnsmasq-rs", *common, "--metrics-port=0"],
+                   "dnsmasq": [DNSMASQ, *common, "--bind-interfaces", "--pid-file=", "--log-facility=-"]}
+        result = {}
+        for name in self.wanted_servers(servers):
+            port = free_port()
+            proc = self.procs.start(f"{name}-cache", [*servers[name], f"--port={port}"])
+            try:
+                wait_for(f"{name} answering", lambda: dns_answers(port, "probe.example.com") is not None,
+                         [proc], self.procs)
+                empty = status_kb(proc.pid, "VmRSS")
+                log(f"cache memory: filling {name} with {CACHE_FILL:,} answers")
+                dnsperf(self.procs, Server(name, port, [(name, proc)]), fill, 60, extra=["-n", "1"])
+                result[name] = {"empty_kb": empty, "full_kb": status_kb(proc.pid, "VmRSS"),
+                                "cached": chaos_number(port, "cachesize.bind"),
+                                "inserted": chaos_number(port, "insertions.bind")}
+            finally:
+                self.procs.stop(proc)
+        self.results["cache_memory"] = result
+
+    def wanted_servers(self, servers):
+        """The names in servers whose binary is there; Debian's dnsmasq may be missing."""
+        if os.path.exists(DNSMASQ):
+            return list(servers)
+        self.notice(f"cache memory: {DNSMASQ} not found, dnsmasq-rs measured alone")
+        return [name for name in servers if name != "dnsmasq"]
+
     def records(self):
         """Record-store answers with every cache off, at 1,000 and 10,000 Services."""
         kinds = [
@@ -772,8 +819,8 @@ class Bench:
         started = time.monotonic()
         self.results["started"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         self.results["load_before"] = read_file("/proc/loadavg").split()[:3]
-        parts = {"cache": self.cache_and_search, "records": self.records, "churn": self.churn,
-                 "scale": self.scale}
+        parts = {"cache": self.cache_and_search, "cachemem": self.cache_memory,
+                 "records": self.records, "churn": self.churn, "scale": self.scale}
         for name, part in parts.items():
             if self.args.only and name not in self.args.only:
                 continue
@@ -939,6 +986,26 @@ def report(bench, path, chart_path):
         lines += [throughput_table(search, "legacy", ["pod", "single", "legacy", "kubedns"]), ""]
         chart_groups.append(("Search-path walk", {d: r["qps_median"] for d, r in search.items()}))
 
+    cache_memory = res.get("cache_memory")
+    if cache_memory:
+        lines += ["## Cache memory", "",
+                  f"Each server alone with `--cache-size={CACHE_FILL}`: VmRSS once answering, and "
+                  f"after {CACHE_FILL:,} distinct names (one A record each, TTL 3600, from a local fake "
+                  "upstream) were asked once through it. The CHAOS statistics say what each holds. "
+                  "Debian's dnsmasq allocates its whole cache at start, so its RSS hardly grows; "
+                  "dnsmasq-rs allocates per cached answer.", ""]
+        rows = []
+        for name in ("dnsmasq-rs", "dnsmasq"):
+            m = cache_memory.get(name)
+            if m:
+                full, empty = mb(m["full_kb"]), mb(m["empty_kb"])
+                rows.append([name if name == "dnsmasq-rs" else "Debian's dnsmasq", f"{empty:.1f}",
+                             f"**{full:.1f}**", f"{full - empty:.1f}",
+                             f"{m['cached']:,}" if m.get("cached") is not None else "–",
+                             f"{m['inserted']:,}" if m.get("inserted") is not None else "–"])
+        lines += [lib.markdown_table(["Server", "RSS empty, MB", "RSS with the cache full, MB", "Growth, MB",
+                                      "cachesize.bind", "insertions.bind"], rows), ""]
+
     records = res.get("records")
     if records:
         lines += ["## Record-store answers", "",
@@ -1091,7 +1158,7 @@ def pod_vs_single(res):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter, fewer scales")
-    parser.add_argument("--only", nargs="+", choices=["cache", "records", "churn", "scale"],
+    parser.add_argument("--only", nargs="+", choices=["cache", "cachemem", "records", "churn", "scale"],
                         help="run only these parts")
     parser.add_argument("--designs", nargs="+", choices=sorted(DESIGN_TITLES), help="run only these designs")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))

@@ -133,13 +133,14 @@ pub async fn exchange_udp(
 /// The datagram lands in a buffer kept per thread, large enough for any datagram so an
 /// oversized reply is not silently cut by the kernel: allocating 64 KiB per query made the
 /// allocator grow and trim the heap over and over, a visible share of a forwarded query's CPU.
+/// It is received into spare capacity, so only the pages replies reach are ever touched.
 fn recv_reply(socket: &UdpSocket) -> io::Result<(SocketAddr, Result<Message, DecodeError>)> {
     thread_local! {
-        static BUFFER: RefCell<Box<[u8]>> =
-            RefCell::new(vec![0; usize::from(u16::MAX)].into_boxed_slice());
+        static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(usize::from(u16::MAX)));
     }
     BUFFER.with_borrow_mut(|buffer| {
-        let (len, from) = socket.try_recv_from(buffer)?;
+        buffer.clear();
+        let (len, from) = socket.try_recv_buf_from(buffer)?;
         Ok((from, Message::from_vec(&buffer[..len])))
     })
 }
