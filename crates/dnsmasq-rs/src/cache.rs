@@ -346,9 +346,12 @@ impl Encoded {
                 });
             }
         }
+        // Copied into allocations of their exact size: shrinking the encoder's larger buffer
+        // in place left a hole behind every entry that the next entry's buffer did not fit,
+        // doubling the memory a full cache took.
         Some(Self {
-            bytes: bytes.into_boxed_slice(),
-            ttls: ttls.into_boxed_slice(),
+            bytes: Box::from(bytes.as_slice()),
+            ttls: Box::from(ttls.as_slice()),
         })
     }
 }
