@@ -650,6 +650,8 @@ fn error_reply(request: &Message, rcode: ResponseCode) -> Message {
 }
 
 impl Handler for Forwarder {
+    const ANSWERS_WIRE: bool = true;
+
     fn handle(&self, request: Request) -> impl std::future::Future<Output = Message> + Send {
         self.inner.clone().answer(request)
     }

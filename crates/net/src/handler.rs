@@ -34,6 +34,10 @@ pub struct Request {
 /// only fits it to the transport: on UDP it drops additional records and then answer records until
 /// the message fits the client's size, setting TC.
 pub trait Handler: Send + Sync + 'static {
+    /// Whether this handler implements [`handle_wire`](Self::handle_wire). The server reads
+    /// plain queries from their bytes only for handlers that do, so the others pay nothing.
+    const ANSWERS_WIRE: bool = false;
+
     /// Builds the response to `request`.
     fn handle(&self, request: Request) -> impl Future<Output = Message> + Send;
 

@@ -324,7 +324,8 @@ impl<H: Handler> Server<H> {
     /// The reply to one message when no response limiter is involved: the handler's encoded
     /// answer, or else vetting, the handler and fitting. `None` when nothing goes back.
     async fn reply(&self, bytes: &[u8], src: SocketAddr, protocol: Protocol) -> Option<Vec<u8>> {
-        if let Some(query) = WireQuery::read(bytes, src, protocol)
+        if H::ANSWERS_WIRE
+            && let Some(query) = WireQuery::read(bytes, src, protocol)
             && let Some(reply) = self.answer_wire(&query)
         {
             return Some(reply);
@@ -385,7 +386,9 @@ impl<H: Handler> Server<H> {
     ) -> Option<Vec<u8>> {
         // The limiter is asked once per request that gets a reply, which a plain query does.
         let mut verdict = None;
-        if let Some(query) = WireQuery::read(bytes, src, Protocol::Udp) {
+        if H::ANSWERS_WIRE
+            && let Some(query) = WireQuery::read(bytes, src, Protocol::Udp)
+        {
             let limit = self.limit(src);
             if limit == Limit::Answer
                 && let Some(reply) = self.answer_wire(&query)
