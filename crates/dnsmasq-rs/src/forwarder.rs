@@ -493,13 +493,19 @@ impl Inner {
     /// NOTIFY and CHAOS are never plain queries, loop probes are never cached, and
     /// [`Forwarder::set_routes`] drops every cached name that a new table routes elsewhere,
     /// local-only domains included.
-    fn cache_hit_encoded(&self, query: &WireQuery<'_>, limit: usize) -> Option<Vec<u8>> {
+    /// The cached answer to `query` in `reply` (empty on entry), or `None` for a miss or an
+    /// answer over `limit`.
+    fn cache_hit_encoded(
+        &self,
+        query: &WireQuery<'_>,
+        limit: usize,
+        reply: &mut Vec<u8>,
+    ) -> Option<()> {
         if self.hosts.load().mentions_wire(query.name) {
             return None;
         }
         let key = WireKey::new(query);
-        let mut reply = Vec::with_capacity(limit.min(512));
-        let hit = lock(&self.cache).get_encoded(&key, Instant::now(), &mut reply)?;
+        let hit = lock(&self.cache).get_encoded(&key, Instant::now(), reply)?;
         reply[..2].copy_from_slice(&query.id.to_be_bytes());
         reply[2] |= u8::from(query.recursion_desired);
         reply[3] |= u8::from(query.checking_disabled) << 4;
@@ -509,7 +515,7 @@ impl Inner {
             // The OPT record goes last, after the cached additional records.
             let end = u32::try_from(reply.len()).ok()?;
             self.edns(client.dnssec_ok)
-                .emit(&mut BinEncoder::with_offset(&mut reply, end))
+                .emit(&mut BinEncoder::with_offset(reply, end))
                 .ok()?;
         }
         if reply.len() > limit {
@@ -533,7 +539,7 @@ impl Inner {
                 answers,
             );
         }
-        Some(reply)
+        Some(())
     }
 
     fn reply_with(&self, request: &Message, answers: Vec<Record>, rcode: ResponseCode) -> Message {
@@ -656,7 +662,7 @@ impl Handler for Forwarder {
         self.inner.clone().answer(request)
     }
 
-    fn handle_wire(&self, query: &WireQuery<'_>, limit: usize) -> Option<Vec<u8>> {
-        self.inner.cache_hit_encoded(query, limit)
+    fn handle_wire(&self, query: &WireQuery<'_>, limit: usize, reply: &mut Vec<u8>) -> bool {
+        self.inner.cache_hit_encoded(query, limit, reply).is_some()
     }
 }

@@ -42,9 +42,10 @@ fn main() {
 }
 
 fn serve(config: dnsmasq_rs::Config) -> anyhow::Result<()> {
-    // One thread, as dnsmasq: cache hits are a few microseconds of work between a receive and
-    // a send, and a multi-threaded runtime spent more on waking threads than it gained (under
-    // dnsperf on 2 cores: 83k answers/s multi-threaded, 109k single-threaded).
+    // One runtime thread, as dnsmasq: cache hits are a few microseconds of work between a
+    // receive and a send, and a multi-threaded runtime spent more on waking threads than it
+    // gained (under dnsperf on 2 cores: 83k answers/s multi-threaded, 109k single-threaded).
+    // UDP is received on a thread of its own (`kdns_net::ServerConfig::udp_thread`).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -8,7 +8,7 @@ fn main() {
     if !legacy.ignored.is_empty() {
         tracing::info!(flags = ?legacy.ignored, "ignoring legacy klog flags");
     }
-    // DNS is answered on a thread of its own (`kdns_net::serve_on_thread`); this runtime runs
+    // DNS is answered on threads of its own (`kdns_net::serve_on_thread`); this runtime runs
     // the API watches, the record writer and HTTP, which one thread keeps up with. Fewer
     // threads also means fewer malloc arenas holding on to the initial list's garbage.
     let runtime = match tokio::runtime::Builder::new_current_thread()

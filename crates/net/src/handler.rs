@@ -44,15 +44,16 @@ pub trait Handler: Send + Sync + 'static {
     /// The response to a query of the common shape, already in wire form, for answers kept
     /// encoded (a cache): the server tries this before decoding the request into a
     /// [`Message`], so a hit costs neither a decode nor an encode. `limit` is the most bytes
-    /// the transport takes.
+    /// the transport takes. The response is written to `reply`, which comes empty (a buffer
+    /// the server reuses, so a hit allocates nothing).
     ///
     /// The bytes are sent as they are, so they must be what [`handle`](Self::handle) would have
     /// produced for the same request after fitting: the request's ID and question, and an OPT
-    /// record exactly when the request had one. `None`, the default, has the request decoded
-    /// and [`handle`](Self::handle) called; return it too when the answer would not fit, so the
-    /// server can truncate it.
-    fn handle_wire(&self, query: &WireQuery<'_>, limit: usize) -> Option<Vec<u8>> {
-        let _ = (query, limit);
-        None
+    /// record exactly when the request had one. `false`, the default, has the request decoded
+    /// and [`handle`](Self::handle) called, whatever was written; return it too when the answer
+    /// would not fit, so the server can truncate it.
+    fn handle_wire(&self, query: &WireQuery<'_>, limit: usize, reply: &mut Vec<u8>) -> bool {
+        let _ = (query, limit, reply);
+        false
     }
 }

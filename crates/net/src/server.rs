@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::batch::{self, RecvBatch};
+use crate::batch::{self, RecvBatch, Replies};
 use crate::wire::{self, Fitted, Fitting, Verdict, WireQuery};
 use crate::{Handler, Protocol, Request};
 
@@ -31,6 +31,23 @@ const UDP_RECV_BUF: usize = 4096;
 /// Pause after an accept or receive error, so a persistent one (out of file descriptors) does
 /// not spin a core.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The largest UDP payload that fits any link carrying IPv6 (1280 bytes less 48 of headers):
+/// with replies capped there, they are sent with DF set (see `batch::never_fragment`).
+const NEVER_FRAGMENTED_PAYLOAD: u16 = 1232;
+
+/// How long a UDP receive thread waits in the kernel on an idle socket before it looks whether
+/// the server is shutting down.
+const UDP_THREAD_WAKE: Duration = Duration::from_millis(100);
+
+/// How long the UDP receive thread waits for room in the socket's send buffer before it drops
+/// the replies that do not fit (a client that gets none retries).
+const UDP_SEND_WAIT: Duration = Duration::from_secs(1);
+
+/// How often, and how far apart, a reply from a spawned task is retried while the socket's
+/// send buffer is full.
+const UDP_SEND_RETRIES: u32 = 10;
+const UDP_SEND_RETRY_PAUSE: Duration = Duration::from_millis(1);
 
 /// Limits for [`serve`]. `Default` gives production values.
 #[derive(Clone, Debug)]
@@ -61,6 +78,13 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// After shutdown, how long in-flight requests and open TCP exchanges may take to finish.
     pub shutdown_grace: Duration,
+    /// Receive UDP on a thread of its own that waits in the kernel (`recvmmsg`) between
+    /// batches, rather than through the runtime's `epoll`. A socket in `epoll` keeps a waiter
+    /// on its wait queue, so every datagram sent or received pays a wake-up callback; a thread
+    /// that is busy answering has none, and an idle one costs the same single wait. Answers
+    /// that must wait (forwarding) still run as tasks of the runtime. [`serve_in_task`] always
+    /// serves UDP on the runtime, for tests whose clock is paused.
+    pub udp_thread: bool,
     /// Counters the server updates; clone the `Arc` before calling [`serve`] to read them.
     pub stats: Arc<ServerStats>,
 }
@@ -76,6 +100,7 @@ impl Default for ServerConfig {
             response_limiter: None,
             max_in_flight: 10_000,
             shutdown_grace: Duration::from_secs(5),
+            udp_thread: true,
             stats: Arc::default(),
         }
     }
@@ -166,8 +191,8 @@ pub async fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
 /// [`ServerConfig::shutdown_grace`] to finish, abandons the rest, and returns. Either socket may
 /// be `None` to serve only one transport.
 ///
-/// Receive and accept errors are logged and retried, never fatal; an error is returned only if
-/// a socket cannot report its local address at start.
+/// Receive and accept errors are logged and retried, never fatal; an error is returned only at
+/// start, if a socket cannot report its local address or the UDP thread cannot be set up.
 pub async fn serve<H: Handler>(
     udp: Option<UdpSocket>,
     tcp: Option<TcpListener>,
@@ -176,7 +201,14 @@ pub async fn serve<H: Handler>(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     if let Some(udp) = &udp {
-        debug!(addr = %udp.local_addr()?, "serving DNS over UDP");
+        let addr = udp.local_addr()?;
+        debug!(%addr, "serving DNS over UDP");
+        if addr.is_ipv4()
+            && config.max_udp_payload <= NEVER_FRAGMENTED_PAYLOAD
+            && let Err(error) = batch::never_fragment(udp)
+        {
+            debug!(%error, "cannot set DF on UDP replies");
+        }
     }
     if let Some(tcp) = &tcp {
         debug!(addr = %tcp.local_addr()?, "serving DNS over TCP");
@@ -184,7 +216,14 @@ pub async fn serve<H: Handler>(
 
     let server = Arc::new(Server::new(handler, config, shutdown));
 
+    let (udp_thread, udp) = match udp {
+        Some(udp) if server.config.udp_thread => (Some(server.clone().udp_thread(udp)?), None),
+        udp => (None, udp),
+    };
     let udp_loop = async {
+        if let Some(thread) = udp_thread {
+            thread.await;
+        }
         if let Some(udp) = udp {
             server.clone().udp_loop(Arc::new(udp)).await;
         }
@@ -311,14 +350,18 @@ impl<H: Handler> Server<H> {
     }
 
     /// The handler's encoded answer to a plain query, when it has one, counted as a request.
-    fn answer_wire(&self, query: &WireQuery<'_>) -> Option<Vec<u8>> {
+    /// Writes the handler's encoded answer to a plain query into `reply` (empty), when it has
+    /// one, counted as a request.
+    fn answer_wire(&self, query: &WireQuery<'_>, reply: &mut Vec<u8>) -> bool {
         let limit = query.limit(self.config.max_udp_payload);
-        let reply = self.handler.handle_wire(query, limit)?;
+        if !self.handler.handle_wire(query, limit, reply) {
+            return false;
+        }
         ServerStats::bump(match query.protocol {
             Protocol::Udp => &self.stats().udp_requests,
             Protocol::Tcp => &self.stats().tcp_requests,
         });
-        Some(reply)
+        true
     }
 
     /// The reply to one message when no response limiter is involved: the handler's encoded
@@ -326,9 +369,11 @@ impl<H: Handler> Server<H> {
     async fn reply(&self, bytes: &[u8], src: SocketAddr, protocol: Protocol) -> Option<Vec<u8>> {
         if H::ANSWERS_WIRE
             && let Some(query) = WireQuery::read(bytes, src, protocol)
-            && let Some(reply) = self.answer_wire(&query)
         {
-            return Some(reply);
+            let mut reply = Vec::new();
+            if self.answer_wire(&query, &mut reply) {
+                return Some(reply);
+            }
         }
         match self.next(bytes, src, protocol) {
             Next::Nothing => None,
@@ -341,8 +386,9 @@ impl<H: Handler> Server<H> {
     }
 
     async fn udp_loop(self: Arc<Self>, socket: Arc<UdpSocket>) {
+        let replier = UdpReplier::Runtime(socket.clone());
         let mut batch = RecvBatch::new(UDP_RECV_BUF + 1);
-        let mut replies = Vec::with_capacity(batch::BATCH);
+        let mut replies = Replies::default();
         loop {
             let readable = tokio::select! {
                 biased;
@@ -358,45 +404,119 @@ impl<H: Handler> Server<H> {
                 }
                 continue;
             }
-            for (bytes, src) in batch.datagrams() {
-                let Some(src) = src else {
-                    ServerStats::bump(&self.stats().dropped);
-                    continue;
-                };
-                if bytes.len() > UDP_RECV_BUF {
-                    debug!(%src, len = bytes.len(), "dropped oversized datagram");
-                    ServerStats::bump(&self.stats().dropped);
-                    continue;
-                }
-                if let Some(reply) = self.datagram(&socket, bytes, src) {
-                    replies.push((reply, src));
-                }
-            }
+            self.answer_batch(&batch, &replier, &mut replies);
             send_batch(&socket, &mut replies).await;
         }
     }
 
-    /// Handles one datagram: the reply when it is ready at once, `None` when there is none or
-    /// a spawned task will send it.
+    /// Serves UDP from a thread of its own (see [`ServerConfig::udp_thread`]) until shutdown.
+    /// Starts serving UDP from a thread of its own (see [`ServerConfig::udp_thread`]); the
+    /// returned future ends when the thread does, after shutdown. Dropping the future stops
+    /// the thread too, so it never outlives the runtime it spawns tasks on.
+    fn udp_thread(self: Arc<Self>, socket: UdpSocket) -> io::Result<impl Future<Output = ()>> {
+        let runtime = tokio::runtime::Handle::current();
+        let socket = Arc::new(blocking_socket(socket)?);
+        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+        let stop = self.shutdown.child_token();
+        let stop_when_dropped = stop.clone().drop_guard();
+        std::thread::Builder::new()
+            .name("dns-udp".to_owned())
+            .spawn(move || {
+                // Tasks spawned and sockets created while answering belong to the runtime.
+                let _runtime = runtime.enter();
+                self.udp_blocking_loop(&socket, &stop);
+                drop(done_tx);
+            })?;
+        Ok(async move {
+            let _stop_when_dropped = stop_when_dropped;
+            let _ = done.await;
+        })
+    }
+
+    /// Receives and answers until `stop` is cancelled, which it notices within
+    /// `UDP_THREAD_WAKE`.
+    fn udp_blocking_loop(
+        self: &Arc<Self>,
+        socket: &Arc<std::net::UdpSocket>,
+        stop: &CancellationToken,
+    ) {
+        let replier = UdpReplier::Thread(socket.clone());
+        let mut batch = RecvBatch::new(UDP_RECV_BUF + 1);
+        let mut replies = Replies::default();
+        while !stop.is_cancelled() {
+            if let Err(error) = batch.recv_blocking(socket.as_ref()) {
+                if !matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) {
+                    debug!(%error, "UDP receive failed");
+                    std::thread::sleep(ERROR_BACKOFF);
+                }
+                continue;
+            }
+            self.answer_batch(&batch, &replier, &mut replies);
+            send_batch_blocking(socket.as_ref(), &mut replies);
+        }
+    }
+
+    /// Answers the datagrams of one received batch, collecting the replies that are ready.
+    fn answer_batch(
+        self: &Arc<Self>,
+        batch: &RecvBatch,
+        replier: &UdpReplier,
+        replies: &mut Replies,
+    ) {
+        for (bytes, src) in batch.datagrams() {
+            let Some(src) = src else {
+                ServerStats::bump(&self.stats().dropped);
+                continue;
+            };
+            if bytes.len() > UDP_RECV_BUF {
+                debug!(%src, len = bytes.len(), "dropped oversized datagram");
+                ServerStats::bump(&self.stats().dropped);
+                continue;
+            }
+            self.datagram(replier, bytes, src, replies);
+        }
+    }
+
+    /// Handles one datagram, adding its reply to `replies` when it is ready at once; a spawned
+    /// task sends the replies that are not.
     fn datagram(
         self: &Arc<Self>,
-        socket: &Arc<UdpSocket>,
+        socket: &UdpReplier,
         bytes: &[u8],
         src: SocketAddr,
-    ) -> Option<Vec<u8>> {
+        replies: &mut Replies,
+    ) {
         // The limiter is asked once per request that gets a reply, which a plain query does.
         let mut verdict = None;
         if H::ANSWERS_WIRE
             && let Some(query) = WireQuery::read(bytes, src, Protocol::Udp)
         {
             let limit = self.limit(src);
-            if limit == Limit::Answer
-                && let Some(reply) = self.answer_wire(&query)
-            {
-                return Some(reply);
+            if limit == Limit::Answer && self.answer_wire(&query, replies.buffer()) {
+                replies.commit(src);
+                return;
             }
             verdict = Some(limit);
         }
+        if let Some(reply) = self.decoded_datagram(socket, bytes, src, verdict) {
+            replies.push(reply, src);
+        }
+    }
+
+    /// [`datagram`](Self::datagram) for a request that is decoded: the reply when it is ready
+    /// at once. `verdict` is the limiter's, when it was asked already.
+    fn decoded_datagram(
+        self: &Arc<Self>,
+        socket: &UdpReplier,
+        bytes: &[u8],
+        src: SocketAddr,
+        verdict: Option<Limit>,
+    ) -> Option<Vec<u8>> {
         let limit = || verdict.unwrap_or_else(|| self.limit(src));
         match self.next(bytes, src, Protocol::Udp) {
             Next::Nothing => None,
@@ -441,7 +561,7 @@ impl<H: Handler> Server<H> {
     /// (upstream forwarding) get a task, bounded by `max_in_flight`.
     fn handle_datagram(
         self: &Arc<Self>,
-        socket: &Arc<UdpSocket>,
+        socket: &UdpReplier,
         request: Request,
         fitting: Fitting,
     ) -> Option<Vec<u8>> {
@@ -470,7 +590,7 @@ impl<H: Handler> Server<H> {
                 () = server.abandon.cancelled() => {}
                 message = response => {
                     if let Some(reply) = server.fit(&fitting, message) {
-                        send_datagram(&socket, &reply, src).await;
+                        socket.send_to(&reply, src).await;
                     }
                 }
             }
@@ -609,10 +729,11 @@ where
 
 /// Sends every reply in `replies`, in batches, and empties it. A reply the kernel refuses is
 /// logged and skipped; a full send buffer is waited out.
-async fn send_batch(socket: &UdpSocket, replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+async fn send_batch(socket: &UdpSocket, replies: &mut Replies) {
+    let ready = replies.ready();
     let mut start = 0;
-    while start < replies.len() {
-        match batch::send(socket, &replies[start..]) {
+    while start < ready.len() {
+        match batch::send(socket, &ready[start..]) {
             Ok(sent) => start += sent,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 if let Err(error) = socket.writable().await {
@@ -621,7 +742,7 @@ async fn send_batch(socket: &UdpSocket, replies: &mut Vec<(Vec<u8>, SocketAddr)>
                 }
             }
             Err(error) => {
-                debug!(dst = %replies[start].1, %error, "UDP send failed");
+                debug!(dst = %ready[start].1, %error, "UDP send failed");
                 start += 1;
             }
         }
@@ -629,10 +750,78 @@ async fn send_batch(socket: &UdpSocket, replies: &mut Vec<(Vec<u8>, SocketAddr)>
     replies.clear();
 }
 
-async fn send_datagram(socket: &UdpSocket, reply: &[u8], dst: SocketAddr) {
-    if let Err(error) = socket.send_to(reply, dst).await {
-        debug!(%dst, %error, "UDP send failed");
+/// [`send_batch`] for the UDP thread's blocking socket.
+fn send_batch_blocking(socket: &std::net::UdpSocket, replies: &mut Replies) {
+    let ready = replies.ready();
+    let mut start = 0;
+    while start < ready.len() {
+        match batch::send_blocking(socket, &ready[start..]) {
+            Ok(sent) => start += sent,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                debug!(
+                    dropped = ready.len() - start,
+                    "UDP send buffer full; replies dropped"
+                );
+                break;
+            }
+            Err(error) => {
+                debug!(dst = %ready[start].1, %error, "UDP send failed");
+                start += 1;
+            }
+        }
     }
+    replies.clear();
+}
+
+/// The UDP socket as seen by a task that sends one late reply.
+#[derive(Clone, Debug)]
+enum UdpReplier {
+    /// Registered with the runtime.
+    Runtime(Arc<UdpSocket>),
+    /// The UDP thread's blocking socket: replies are sent without blocking, and retried
+    /// briefly while the send buffer is full.
+    Thread(Arc<std::net::UdpSocket>),
+}
+
+impl UdpReplier {
+    async fn send_to(&self, reply: &[u8], dst: SocketAddr) {
+        let sent = match self {
+            Self::Runtime(socket) => socket.send_to(reply, dst).await.map(drop),
+            Self::Thread(socket) => {
+                let mut retries = 0;
+                loop {
+                    match batch::send_one(socket.as_ref(), reply, dst) {
+                        Err(error)
+                            if error.kind() == io::ErrorKind::WouldBlock
+                                && retries < UDP_SEND_RETRIES =>
+                        {
+                            retries += 1;
+                            tokio::time::sleep(UDP_SEND_RETRY_PAUSE).await;
+                        }
+                        sent => break sent,
+                    }
+                }
+            }
+        };
+        if let Err(error) = sent {
+            debug!(%dst, %error, "UDP send failed");
+        }
+    }
+}
+
+/// Takes `socket` out of the runtime and makes it blocking, with the UDP thread's timeouts.
+fn blocking_socket(socket: UdpSocket) -> io::Result<std::net::UdpSocket> {
+    let socket = socket.into_std()?;
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(UDP_THREAD_WAKE))?;
+    socket.set_write_timeout(Some(UDP_SEND_WAIT))?;
+    Ok(socket)
 }
 
 /// Open TCP connections, in total and per client address.
@@ -771,6 +960,10 @@ pub fn serve_in_task<H: Handler>(
     shutdown: CancellationToken,
 ) -> RunningServer {
     let (done_tx, done) = tokio::sync::oneshot::channel();
+    let config = ServerConfig {
+        udp_thread: false,
+        ..config
+    };
     tokio::spawn(async move {
         let _ = done_tx.send(serve(udp, tcp, handler, config, shutdown).await);
     });
@@ -790,9 +983,10 @@ impl RunningServer {
 ///
 /// Answering from memory takes a few microseconds between a receive and a send; on a
 /// multi-threaded runtime every send also wakes an idle worker (the socket's write-readiness
-/// edge), which cost more CPU than the answers themselves. One thread per socket keeps the
-/// receive-answer-send loop on one core, while the caller's runtime does everything else (API
-/// watches, HTTP). The sockets may have been bound on any runtime.
+/// edge), which cost more CPU than the answers themselves. A runtime of its own (and, with
+/// [`ServerConfig::udp_thread`], a UDP thread beside it) keeps the receive-answer-send loop on
+/// one core, while the caller's runtime does everything else (API watches, HTTP). The sockets
+/// may have been bound on any runtime.
 pub fn serve_on_thread<H: Handler>(
     name: &str,
     udp: Option<UdpSocket>,

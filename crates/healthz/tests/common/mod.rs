@@ -277,6 +277,8 @@ impl FakeDns {
         let config = kdns_net::ServerConfig {
             // A silent answer is abandoned at once on stop, not after a grace period.
             shutdown_grace: Duration::ZERO,
+            // On this runtime, whose clock some tests pause.
+            udp_thread: false,
             ..kdns_net::ServerConfig::default()
         };
         self.server = Some(tokio::spawn(kdns_net::serve(

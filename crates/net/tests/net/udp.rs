@@ -9,18 +9,33 @@ use crate::support::{Answers, GUARD, config, eventually, query, start, udp_raw};
 /// A compressed A record: name pointer, type, class, TTL, length, address.
 const A_RECORD_LEN: usize = 16;
 
+/// The two ways of receiving UDP: a thread of its own (the default) and the runtime's loop.
+fn udp_modes() -> [ServerConfig; 2] {
+    [
+        config(),
+        ServerConfig {
+            udp_thread: false,
+            ..config()
+        },
+    ]
+}
+
 #[tokio::test]
 async fn a_udp_query_gets_the_handler_answer() {
-    let server = start(Answers::new(3), config()).await;
-    let query = query("svc.example");
-    let reply = exchange_udp(server.addr, &query, GUARD)
-        .await
-        .expect("reply");
-    assert_eq!(reply.metadata.id, query.metadata.id);
-    assert_eq!(reply.queries, query.queries);
-    assert_eq!(reply.answers.len(), 3);
-    assert!(!reply.metadata.truncation);
-    assert_eq!(server.stats.udp_requests.load(Ordering::Relaxed), 1);
+    for config in udp_modes() {
+        let thread = config.udp_thread;
+        let server = start(Answers::new(3), config).await;
+        let query = query("svc.example");
+        let reply = exchange_udp(server.addr, &query, GUARD)
+            .await
+            .expect("reply");
+        assert_eq!(reply.metadata.id, query.metadata.id, "thread: {thread}");
+        assert_eq!(reply.queries, query.queries);
+        assert_eq!(reply.answers.len(), 3);
+        assert!(!reply.metadata.truncation);
+        assert_eq!(server.stats.udp_requests.load(Ordering::Relaxed), 1);
+        server.stop().await.expect("stops");
+    }
 }
 
 #[tokio::test]
@@ -131,13 +146,17 @@ async fn the_reply_has_an_opt_exactly_when_the_query_had_one() {
 
 #[tokio::test]
 async fn a_handler_that_must_wait_still_gets_its_answer_sent() {
-    let (handler, gate) = Answers::gated(2);
-    let server = start(handler, config()).await;
-    let query = query("slow.example");
-    let reply = tokio::spawn(async move { exchange_udp(server.addr, &query, GUARD).await });
-    gate.add_permits(1);
-    let reply = reply.await.expect("no panic").expect("reply");
-    assert_eq!(reply.answers.len(), 2);
+    for config in udp_modes() {
+        let (handler, gate) = Answers::gated(2);
+        let server = start(handler, config).await;
+        let query = query("slow.example");
+        let addr = server.addr;
+        let reply = tokio::spawn(async move { exchange_udp(addr, &query, GUARD).await });
+        gate.add_permits(1);
+        let reply = reply.await.expect("no panic").expect("reply");
+        assert_eq!(reply.answers.len(), 2);
+        server.stop().await.expect("stops");
+    }
 }
 
 #[tokio::test]
@@ -195,9 +214,15 @@ async fn udp_requests_beyond_max_in_flight_are_dropped_and_counted() {
 
 #[tokio::test]
 async fn a_burst_from_several_clients_is_answered_once_each_around_junk_and_oversized_datagrams() {
+    for config in udp_modes() {
+        burst_answered_once_each(config).await;
+    }
+}
+
+async fn burst_answered_once_each(config: ServerConfig) {
     const CLIENTS: usize = 4;
     const QUERIES: u16 = 25;
-    let server = start(Answers::new(1), config()).await;
+    let server = start(Answers::new(1), config).await;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(
@@ -206,8 +231,9 @@ async fn a_burst_from_several_clients_is_answered_once_each_around_junk_and_over
                 .expect("bind"),
         );
     }
-    // Everything is queued before the server runs again, so it arrives in full batches, with
-    // a datagram too short to be DNS and one larger than any request among the queries.
+    // Everything is sent at once, so it arrives in batches (full ones for the runtime's loop,
+    // which does not run until this task waits), with a datagram too short to be DNS and one
+    // larger than any request among the queries.
     for i in 0..QUERIES {
         for (c, client) in clients.iter().enumerate() {
             let mut message = query(&format!("q{i}.c{c}.example"));
