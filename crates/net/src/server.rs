@@ -44,6 +44,10 @@ const UDP_THREAD_WAKE: Duration = Duration::from_millis(100);
 /// the replies that do not fit (a client that gets none retries).
 const UDP_SEND_WAIT: Duration = Duration::from_secs(1);
 
+/// Batches of datagrams the UDP thread may have passed to the runtime and not yet seen taken;
+/// beyond this, further ones are dropped and counted as overloaded.
+const HANDOFF_BATCHES: usize = 1024;
+
 /// How often, and how far apart, a reply from a spawned task is retried while the socket's
 /// send buffer is full.
 const UDP_SEND_RETRIES: u32 = 10;
@@ -82,8 +86,10 @@ pub struct ServerConfig {
     /// batches, rather than through the runtime's `epoll`. A socket in `epoll` keeps a waiter
     /// on its wait queue, so every datagram sent or received pays a wake-up callback; a thread
     /// that is busy answering has none, and an idle one costs the same single wait. Answers
-    /// that must wait (forwarding) still run as tasks of the runtime. [`serve_in_task`] always
-    /// serves UDP on the runtime, for tests whose clock is paused.
+    /// that must wait (forwarding) still run as tasks of the runtime; for a handler that
+    /// answers from wire form (a cache), what that path declines is passed to the runtime
+    /// whole (see `Handoff`). [`serve_in_task`] always serves UDP on the runtime, for tests
+    /// whose clock is paused.
     pub udp_thread: bool,
     /// Counters the server updates; clone the `Arc` before calling [`serve`] to read them.
     pub stats: Arc<ServerStats>,
@@ -404,12 +410,11 @@ impl<H: Handler> Server<H> {
                 }
                 continue;
             }
-            self.answer_batch(&batch, &replier, &mut replies);
+            self.answer_batch(&batch, &replier, &mut replies, None);
             send_batch(&socket, &mut replies).await;
         }
     }
 
-    /// Serves UDP from a thread of its own (see [`ServerConfig::udp_thread`]) until shutdown.
     /// Starts serving UDP from a thread of its own (see [`ServerConfig::udp_thread`]); the
     /// returned future ends when the thread does, after shutdown. Dropping the future stops
     /// the thread too, so it never outlives the runtime it spawns tasks on.
@@ -419,12 +424,21 @@ impl<H: Handler> Server<H> {
         let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
         let stop = self.shutdown.child_token();
         let stop_when_dropped = stop.clone().drop_guard();
+        let handoff = if H::ANSWERS_WIRE {
+            let (handoff, batches) = tokio::sync::mpsc::channel(HANDOFF_BATCHES);
+            let replier = UdpReplier::Thread(socket.clone());
+            self.tasks
+                .spawn(self.clone().answer_handed_off(batches, replier));
+            Some(handoff)
+        } else {
+            None
+        };
         std::thread::Builder::new()
             .name("dns-udp".to_owned())
             .spawn(move || {
                 // Tasks spawned and sockets created while answering belong to the runtime.
                 let _runtime = runtime.enter();
-                self.udp_blocking_loop(&socket, &stop);
+                self.udp_blocking_loop(&socket, handoff.as_ref(), &stop);
                 drop(done_tx);
             })?;
         Ok(async move {
@@ -438,11 +452,13 @@ impl<H: Handler> Server<H> {
     fn udp_blocking_loop(
         self: &Arc<Self>,
         socket: &Arc<std::net::UdpSocket>,
+        handoff: Option<&tokio::sync::mpsc::Sender<Handoff>>,
         stop: &CancellationToken,
     ) {
         let replier = UdpReplier::Thread(socket.clone());
         let mut batch = RecvBatch::new(UDP_RECV_BUF + 1);
         let mut replies = Replies::default();
+        let mut passed = handoff.map(|_| Handoff::default());
         while !stop.is_cancelled() {
             if let Err(error) = batch.recv_blocking(socket.as_ref()) {
                 if !matches!(
@@ -456,17 +472,51 @@ impl<H: Handler> Server<H> {
                 }
                 continue;
             }
-            self.answer_batch(&batch, &replier, &mut replies);
+            self.answer_batch(&batch, &replier, &mut replies, passed.as_mut());
             send_batch_blocking(socket.as_ref(), &mut replies);
+            if let (Some(handoff), Some(passed)) = (handoff, passed.as_mut())
+                && !passed.datagrams.is_empty()
+                && let Err(error) = handoff.try_send(std::mem::take(passed))
+            {
+                let dropped = error.into_inner().datagrams.len();
+                debug!(dropped, "dropped requests: the runtime is behind");
+                self.stats()
+                    .overloaded
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Answers the datagrams of one received batch, collecting the replies that are ready.
+    /// Answers on the runtime what the UDP thread passed to it (see [`Handoff`]), until the
+    /// thread stops.
+    async fn answer_handed_off(
+        self: Arc<Self>,
+        mut batches: tokio::sync::mpsc::Receiver<Handoff>,
+        replier: UdpReplier,
+    ) {
+        loop {
+            let batch = tokio::select! {
+                () = self.abandon.cancelled() => return,
+                batch = batches.recv() => batch,
+            };
+            let Some(batch) = batch else { return };
+            for (range, src, verdict) in batch.datagrams {
+                let bytes = &batch.bytes[range];
+                if let Some(reply) = self.decoded_datagram(&replier, bytes, src, verdict) {
+                    replier.send_to(&reply, src).await;
+                }
+            }
+        }
+    }
+
+    /// Answers the datagrams of one received batch, collecting the replies that are ready;
+    /// with `passed`, what the handler's wire path declines goes there instead.
     fn answer_batch(
         self: &Arc<Self>,
         batch: &RecvBatch,
         replier: &UdpReplier,
         replies: &mut Replies,
+        mut passed: Option<&mut Handoff>,
     ) {
         for (bytes, src) in batch.datagrams() {
             let Some(src) = src else {
@@ -478,18 +528,20 @@ impl<H: Handler> Server<H> {
                 ServerStats::bump(&self.stats().dropped);
                 continue;
             }
-            self.datagram(replier, bytes, src, replies);
+            self.datagram(replier, bytes, src, replies, passed.as_deref_mut());
         }
     }
 
     /// Handles one datagram, adding its reply to `replies` when it is ready at once; a spawned
-    /// task sends the replies that are not.
+    /// task sends the replies that are not. With `passed`, a datagram the wire path declines
+    /// is left there for the runtime.
     fn datagram(
         self: &Arc<Self>,
         socket: &UdpReplier,
         bytes: &[u8],
         src: SocketAddr,
         replies: &mut Replies,
+        passed: Option<&mut Handoff>,
     ) {
         // The limiter is asked once per request that gets a reply, which a plain query does.
         let mut verdict = None;
@@ -503,7 +555,9 @@ impl<H: Handler> Server<H> {
             }
             verdict = Some(limit);
         }
-        if let Some(reply) = self.decoded_datagram(socket, bytes, src, verdict) {
+        if let Some(passed) = passed {
+            passed.push(bytes, src, verdict);
+        } else if let Some(reply) = self.decoded_datagram(socket, bytes, src, verdict) {
             replies.push(reply, src);
         }
     }
@@ -777,6 +831,26 @@ fn send_batch_blocking(socket: &std::net::UdpSocket, replies: &mut Replies) {
         }
     }
     replies.clear();
+}
+
+/// Datagrams the UDP thread of a handler that answers from wire form (a cache) passes to the
+/// runtime, one batch at a time: what the wire path declines mostly waits on an upstream, and
+/// a future started on the thread would be finished, and its memory freed, on the runtime,
+/// which glibc's per-thread arenas make dear. Copied into one buffer per batch.
+#[derive(Debug, Default)]
+struct Handoff {
+    bytes: Vec<u8>,
+    /// Where each datagram is in `bytes`, its sender, and the limiter's verdict if it was
+    /// asked already.
+    datagrams: Vec<(std::ops::Range<usize>, SocketAddr, Option<Limit>)>,
+}
+
+impl Handoff {
+    fn push(&mut self, bytes: &[u8], src: SocketAddr, verdict: Option<Limit>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        self.datagrams.push((start..self.bytes.len(), src, verdict));
+    }
 }
 
 /// The UDP socket as seen by a task that sends one late reply.

@@ -1,10 +1,17 @@
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hickory_proto::op::Message;
-use kdns_net::{ClientError, ServerConfig, exchange, exchange_tcp, exchange_udp, with_edns};
+use hickory_proto::op::{Edns, Message, OpCode, Query};
+use hickory_proto::rr::Name;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use kdns_net::{
+    ClientError, Handler, Request, ServerConfig, WireQuery, exchange, exchange_tcp, exchange_udp,
+    with_edns,
+};
 
-use crate::support::{Answers, GUARD, config, eventually, query, start, udp_raw};
+use crate::support::{self, Answers, GUARD, config, eventually, query, start, udp_raw};
 
 /// A compressed A record: name pointer, type, class, TTL, length, address.
 const A_RECORD_LEN: usize = 16;
@@ -274,4 +281,88 @@ async fn burst_answered_once_each(config: ServerConfig) {
         CLIENTS as u64 * u64::from(QUERIES)
     );
     assert_eq!(server.stats.dropped.load(Ordering::Relaxed), 2);
+}
+
+/// Answers names under `wire.` from their wire form, as a cache would, and everything else
+/// through [`Answers`] (the ordinary path, which the UDP thread hands to the runtime).
+#[derive(Clone, Default)]
+struct WireAnswers {
+    ordinary: Answers,
+    wire_answered: Arc<AtomicUsize>,
+}
+
+impl Handler for WireAnswers {
+    const ANSWERS_WIRE: bool = true;
+
+    fn handle(&self, request: Request) -> impl Future<Output = Message> + Send {
+        self.ordinary.handle(request)
+    }
+
+    fn handle_wire(&self, query: &WireQuery<'_>, _limit: usize, reply: &mut Vec<u8>) -> bool {
+        let name = Name::read(&mut BinDecoder::new(query.name)).expect("a plain query's name");
+        if !name.to_ascii().starts_with("wire.") {
+            return false;
+        }
+        let mut response = Message::response(query.id, OpCode::Query);
+        response.metadata.recursion_desired = query.recursion_desired;
+        response.queries = vec![Query::query(name.clone(), query.qtype)];
+        response.answers = vec![support::a_record(&name, 7)];
+        if query.edns.is_some() {
+            response.edns = Some(Edns::new());
+        }
+        let mut encoder = BinEncoder::new(reply);
+        response.emit(&mut encoder).expect("encodes");
+        self.wire_answered.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+#[tokio::test]
+async fn wire_answers_and_ordinary_ones_are_both_sent_once_each() {
+    const QUERIES: u16 = 40;
+    for config in udp_modes() {
+        let handler = WireAnswers {
+            ordinary: Answers::new(2),
+            ..WireAnswers::default()
+        };
+        let (ordinary, wire) = (
+            handler.ordinary.started.clone(),
+            handler.wire_answered.clone(),
+        );
+        let server = start(handler, config).await;
+        let client = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        for id in 0..QUERIES {
+            let kind = if id % 2 == 0 { "wire" } else { "other" };
+            let mut message = query(&format!("{kind}.q{id}.example"));
+            message.metadata.id = id;
+            let bytes = message.to_vec().expect("encodes");
+            client.send_to(&bytes, server.addr).await.expect("send");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = vec![0u8; 4096];
+        while seen.len() < usize::from(QUERIES) {
+            let (len, _) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
+                .await
+                .expect("every query is answered")
+                .expect("receive");
+            let reply = Message::from_vec(&buf[..len]).expect("decodes");
+            let id = reply.metadata.id;
+            let kind = if id % 2 == 0 { "wire" } else { "other" };
+            assert_eq!(
+                reply.queries[0].name().to_ascii(),
+                format!("{kind}.q{id}.example.")
+            );
+            assert_eq!(reply.answers.len(), if id % 2 == 0 { 1 } else { 2 });
+            assert!(seen.insert(id), "query {id} answered twice");
+        }
+        assert_eq!(wire.load(Ordering::SeqCst), usize::from(QUERIES / 2));
+        assert_eq!(ordinary.load(Ordering::SeqCst), usize::from(QUERIES / 2));
+        assert_eq!(
+            server.stats.udp_requests.load(Ordering::Relaxed),
+            u64::from(QUERIES)
+        );
+        server.stop().await.expect("stops");
+    }
 }
