@@ -334,7 +334,11 @@ async fn wire_answers_and_ordinary_ones_are_both_sent_once_each() {
             .await
             .expect("bind");
         for id in 0..QUERIES {
-            let kind = if id % 2 == 0 { "wire" } else { "other" };
+            let kind = if id.is_multiple_of(2) {
+                "wire"
+            } else {
+                "other"
+            };
             let mut message = query(&format!("{kind}.q{id}.example"));
             message.metadata.id = id;
             let bytes = message.to_vec().expect("encodes");
@@ -349,12 +353,19 @@ async fn wire_answers_and_ordinary_ones_are_both_sent_once_each() {
                 .expect("receive");
             let reply = Message::from_vec(&buf[..len]).expect("decodes");
             let id = reply.metadata.id;
-            let kind = if id % 2 == 0 { "wire" } else { "other" };
+            let kind = if id.is_multiple_of(2) {
+                "wire"
+            } else {
+                "other"
+            };
             assert_eq!(
                 reply.queries[0].name().to_ascii(),
                 format!("{kind}.q{id}.example.")
             );
-            assert_eq!(reply.answers.len(), if id % 2 == 0 { 1 } else { 2 });
+            assert_eq!(
+                reply.answers.len(),
+                if id.is_multiple_of(2) { 1 } else { 2 }
+            );
             assert!(seen.insert(id), "query {id} answered twice");
         }
         assert_eq!(wire.load(Ordering::SeqCst), usize::from(QUERIES / 2));
