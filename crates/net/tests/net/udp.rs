@@ -258,14 +258,7 @@ async fn burst_answered_once_each(config: ServerConfig) {
     }
 
     for (c, client) in clients.iter().enumerate() {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut buf = vec![0u8; 4096];
-        while seen.len() < usize::from(QUERIES) {
-            let (len, _) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
-                .await
-                .expect("every query is answered")
-                .expect("receive");
-            let reply = Message::from_vec(&buf[..len]).expect("decodes");
+        for reply in one_reply_per_id(client, QUERIES).await {
             let id = reply.metadata.id;
             assert_eq!(
                 reply.queries[0].name().to_ascii(),
@@ -273,7 +266,6 @@ async fn burst_answered_once_each(config: ServerConfig) {
                 "the reply goes to the client that asked, under its ID"
             );
             assert_eq!(reply.answers.len(), 1);
-            assert!(seen.insert(id), "query {id} of client {c} answered twice");
         }
     }
     assert_eq!(
@@ -344,14 +336,7 @@ async fn wire_answers_and_ordinary_ones_are_both_sent_once_each() {
             let bytes = message.to_vec().expect("encodes");
             client.send_to(&bytes, server.addr).await.expect("send");
         }
-        let mut seen = std::collections::BTreeSet::new();
-        let mut buf = vec![0u8; 4096];
-        while seen.len() < usize::from(QUERIES) {
-            let (len, _) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
-                .await
-                .expect("every query is answered")
-                .expect("receive");
-            let reply = Message::from_vec(&buf[..len]).expect("decodes");
+        for reply in one_reply_per_id(&client, QUERIES).await {
             let id = reply.metadata.id;
             let kind = if id.is_multiple_of(2) {
                 "wire"
@@ -366,7 +351,6 @@ async fn wire_answers_and_ordinary_ones_are_both_sent_once_each() {
                 reply.answers.len(),
                 if id.is_multiple_of(2) { 1 } else { 2 }
             );
-            assert!(seen.insert(id), "query {id} answered twice");
         }
         assert_eq!(wire.load(Ordering::SeqCst), usize::from(QUERIES / 2));
         assert_eq!(ordinary.load(Ordering::SeqCst), usize::from(QUERIES / 2));
@@ -376,4 +360,25 @@ async fn wire_answers_and_ordinary_ones_are_both_sent_once_each() {
         );
         server.stop().await.expect("stops");
     }
+}
+
+/// Receives replies on `client` until each of the IDs `0..count` has one, and fails if any ID
+/// is answered twice or the replies stop coming.
+async fn one_reply_per_id(client: &tokio::net::UdpSocket, count: u16) -> Vec<Message> {
+    let mut replies = std::collections::BTreeMap::new();
+    let mut buf = vec![0u8; 4096];
+    while replies.len() < usize::from(count) {
+        let (len, _) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
+            .await
+            .expect("every query is answered")
+            .expect("receive");
+        let reply = Message::from_vec(&buf[..len]).expect("decodes");
+        let id = reply.metadata.id;
+        assert!(id < count, "an ID never asked: {id}");
+        assert!(
+            replies.insert(id, reply).is_none(),
+            "query {id} answered twice"
+        );
+    }
+    replies.into_values().collect()
 }
