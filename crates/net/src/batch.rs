@@ -194,7 +194,8 @@ sockopt_impl!(
 /// message claims (`IP_PMTUDISC_PROBE`), as RFC 9715 asks of DNS responders. Only for sockets
 /// whose replies are capped at 1232 bytes, which fit any link that carries IPv6 (1280 bytes
 /// less headers), so the cap is never above the interface MTU. It also spares the kernel
-/// choosing a fragment ID for every datagram. Not IPv4: nothing to do.
+/// choosing a fragment ID for every datagram. IPv4 sockets only: IPv6 is never fragmented on
+/// the way.
 pub(crate) fn never_fragment(socket: &impl AsFd) -> io::Result<()> {
     nix::sys::socket::setsockopt(socket, IpMtuDiscover, &(libc::IP_PMTUDISC_PROBE as usize))?;
     Ok(())

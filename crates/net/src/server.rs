@@ -458,7 +458,7 @@ impl<H: Handler> Server<H> {
         let replier = UdpReplier::Thread(socket.clone());
         let mut batch = RecvBatch::new(UDP_RECV_BUF + 1);
         let mut replies = Replies::default();
-        let mut passed = handoff.map(|_| Handoff::default());
+        let mut pending = Handoff::default();
         while !stop.is_cancelled() {
             if let Err(error) = batch.recv_blocking(socket.as_ref()) {
                 if !matches!(
@@ -472,11 +472,12 @@ impl<H: Handler> Server<H> {
                 }
                 continue;
             }
-            self.answer_batch(&batch, &replier, &mut replies, passed.as_mut());
+            let passed = handoff.is_some().then_some(&mut pending);
+            self.answer_batch(&batch, &replier, &mut replies, passed);
             send_batch_blocking(socket.as_ref(), &mut replies);
-            if let (Some(handoff), Some(passed)) = (handoff, passed.as_mut())
-                && !passed.datagrams.is_empty()
-                && let Err(error) = handoff.try_send(std::mem::take(passed))
+            if let Some(handoff) = handoff
+                && !pending.datagrams.is_empty()
+                && let Err(error) = handoff.try_send(std::mem::take(&mut pending))
             {
                 let dropped = error.into_inner().datagrams.len();
                 debug!(dropped, "dropped requests: the runtime is behind");
@@ -537,7 +538,7 @@ impl<H: Handler> Server<H> {
     /// is left there for the runtime.
     fn datagram(
         self: &Arc<Self>,
-        socket: &UdpReplier,
+        replier: &UdpReplier,
         bytes: &[u8],
         src: SocketAddr,
         replies: &mut Replies,
@@ -557,7 +558,7 @@ impl<H: Handler> Server<H> {
         }
         if let Some(passed) = passed {
             passed.push(bytes, src, verdict);
-        } else if let Some(reply) = self.decoded_datagram(socket, bytes, src, verdict) {
+        } else if let Some(reply) = self.decoded_datagram(replier, bytes, src, verdict) {
             replies.push(reply, src);
         }
     }
@@ -566,7 +567,7 @@ impl<H: Handler> Server<H> {
     /// at once. `verdict` is the limiter's, when it was asked already.
     fn decoded_datagram(
         self: &Arc<Self>,
-        socket: &UdpReplier,
+        replier: &UdpReplier,
         bytes: &[u8],
         src: SocketAddr,
         verdict: Option<Limit>,
@@ -580,7 +581,7 @@ impl<H: Handler> Server<H> {
                 Limit::Drop => None,
             },
             Next::Handle(request, fitting) => match limit() {
-                Limit::Answer => self.handle_datagram(socket, request, fitting),
+                Limit::Answer => self.handle_datagram(replier, request, fitting),
                 Limit::Slip => {
                     let mut reply = Message::response(
                         request.message.metadata.id,
@@ -615,7 +616,7 @@ impl<H: Handler> Server<H> {
     /// (upstream forwarding) get a task, bounded by `max_in_flight`.
     fn handle_datagram(
         self: &Arc<Self>,
-        socket: &UdpReplier,
+        replier: &UdpReplier,
         request: Request,
         fitting: Fitting,
     ) -> Option<Vec<u8>> {
@@ -637,14 +638,14 @@ impl<H: Handler> Server<H> {
             return None;
         };
         let server = self.clone();
-        let socket = socket.clone();
+        let replier = replier.clone();
         self.tasks.spawn(async move {
             let _permit = permit;
             tokio::select! {
                 () = server.abandon.cancelled() => {}
                 message = response => {
                     if let Some(reply) = server.fit(&fitting, message) {
-                        socket.send_to(&reply, src).await;
+                        replier.send_to(&reply, src).await;
                     }
                 }
             }
@@ -784,33 +785,42 @@ where
 /// Sends every reply in `replies`, in batches, and empties it. A reply the kernel refuses is
 /// logged and skipped; a full send buffer is waited out.
 async fn send_batch(socket: &UdpSocket, replies: &mut Replies) {
-    let ready = replies.ready();
     let mut start = 0;
-    while start < ready.len() {
-        match batch::send(socket, &ready[start..]) {
-            Ok(sent) => start += sent,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(error) = socket.writable().await {
-                    debug!(%error, "UDP socket not writable; replies dropped");
-                    break;
-                }
-            }
-            Err(error) => {
-                debug!(dst = %ready[start].1, %error, "UDP send failed");
-                start += 1;
-            }
+    while send_until_full(replies, &mut start, |ready| batch::send(socket, ready)) {
+        if let Err(error) = socket.writable().await {
+            debug!(%error, "UDP socket not writable; replies dropped");
+            break;
         }
     }
     replies.clear();
 }
 
-/// [`send_batch`] for the UDP thread's blocking socket.
+/// [`send_batch`] for the UDP thread's blocking socket, whose write timeout bounds the wait for
+/// room; what does not fit by then is dropped.
 fn send_batch_blocking(socket: &std::net::UdpSocket, replies: &mut Replies) {
-    let ready = replies.ready();
     let mut start = 0;
-    while start < ready.len() {
-        match batch::send_blocking(socket, &ready[start..]) {
-            Ok(sent) => start += sent,
+    if send_until_full(replies, &mut start, |ready| {
+        batch::send_blocking(socket, ready)
+    }) {
+        debug!(
+            dropped = replies.ready().len() - start,
+            "UDP send buffer full; replies dropped"
+        );
+    }
+    replies.clear();
+}
+
+/// Sends the replies from `start` on with `send`, skipping (and logging) any the kernel refuses,
+/// until all went (`false`) or the send buffer is full (`true`, `start` at the first unsent).
+fn send_until_full(
+    replies: &Replies,
+    start: &mut usize,
+    mut send: impl FnMut(&[(Vec<u8>, SocketAddr)]) -> io::Result<usize>,
+) -> bool {
+    let ready = replies.ready();
+    while *start < ready.len() {
+        match send(&ready[*start..]) {
+            Ok(sent) => *start += sent,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error)
                 if matches!(
@@ -818,19 +828,15 @@ fn send_batch_blocking(socket: &std::net::UdpSocket, replies: &mut Replies) {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                debug!(
-                    dropped = ready.len() - start,
-                    "UDP send buffer full; replies dropped"
-                );
-                break;
+                return true;
             }
             Err(error) => {
-                debug!(dst = %ready[start].1, %error, "UDP send failed");
-                start += 1;
+                debug!(dst = %ready[*start].1, %error, "UDP send failed");
+                *start += 1;
             }
         }
     }
-    replies.clear();
+    false
 }
 
 /// Datagrams the UDP thread of a handler that answers from wire form (a cache) passes to the
